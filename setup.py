@@ -1,0 +1,31 @@
+"""Install: `pip install -e .[test]` (CPU) or `pip install -e .[tpu]` on a TPU VM."""
+
+import setuptools
+
+setuptools.setup(
+    name="translator",
+    version="0.1.0",
+    description="Translate soft prompts into hard prompts: prompt tuning, translators, InSPEcT and evaluation in JAX/Flax.",
+    packages=setuptools.find_packages(include=["translator", "translator.*"]),
+    package_data={"translator": ["assets/**/*"]},
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.10",
+        "optax",
+        "orbax-checkpoint",
+        "ml_collections",
+        "absl-py",
+        "numpy",
+        "safetensors",
+        "tokenizers",
+        "transformers>=4.45",
+        "ml_dtypes",
+    ],
+    extras_require={
+        # PyTorch is only the reference for parity tests and benchmarks; `torch==2.13.0` is the CPU build.
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0"],
+        "tpu": ["jax[tpu]"],
+    },
+)

@@ -1,0 +1,1 @@
+"""translator: turn soft prompts into hard prompts."""
