@@ -1,0 +1,222 @@
+"""The decoder LM: `CausalLM` (HF `*ForCausalLM`) = `model` (embeddings, scanned layers, final norm) + `lm_head`.
+
+One forward pass serves every use: plain logits, prefill and decode steps with an external KV cache,
+the residual stream after every layer, and patching that stream (InSPEcT). The layers are one
+`nn.scan`, so parameters of the layers are stacked on a leading `layers` axis `[L, ...]`.
+
+Parameter tree (HF name -> ours; kernels are the transpose of HF weights):
+  model.embed_tokens.weight            -> model/embed_tokens/embedding  [V, D]
+  model.layers.{i}.self_attn.q_proj.*  -> model/layers/self_attn/q_proj/{kernel [L, D, H*E], bias}
+  model.layers.{i}.mlp.gate_proj.*     -> model/layers/mlp/gate_proj/kernel  [L, D, F]
+  model.layers.{i}.input_layernorm.*   -> model/layers/input_layernorm/scale  [L, D]
+  model.norm.weight                    -> model/norm/scale  [D]
+  lm_head.weight                       -> lm_head/kernel  [D, V]   (absent when embeddings are tied)
+
+Einsum letters as in layers.py; additionally V vocabulary, L layers, P prefix length.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from translator.models.config import DecoderConfig
+from translator.models.layers import MLP, Attention, Linear, RMSNorm, _init, softcap
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Keys/values of every layer for S slots, and what each slot holds.
+
+  k, v: `[L, B, S, K, E]`; valid: `[B, S]` True where the slot holds a real token; positions: `[B, S]`
+  the RoPE position of the slot's token; end: `[]` how many slots are written.
+  """
+
+  k: Array
+  v: Array
+  valid: Array
+  positions: Array
+  end: Array
+
+  @classmethod
+  def init(cls, config: DecoderConfig, batch: int, length: int, dtype) -> "KVCache":
+    shape = (config.num_hidden_layers, batch, length, config.num_key_value_heads, config.head_dim)
+    return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+               valid=jnp.zeros((batch, length), bool), positions=jnp.zeros((batch, length), jnp.int32),
+               end=jnp.zeros((), jnp.int32))
+
+
+@flax.struct.dataclass
+class Patch:
+  """At the output of layer `layer` (0 = the embeddings, l >= 1 = decoder layer l), replace the residual
+  stream wherever `mask` is True by `values`. layer: `[B]`, values: `[B, T, D]`, mask: `[B, T]`."""
+
+  layer: Array
+  values: Array
+  mask: Array
+
+  @classmethod
+  def at(cls, layer: Array, start: Array, vectors: Array, length: int) -> "Patch":
+    """Replace positions `start .. start + n - 1` of a length-`length` chunk by `vectors` `[B, n, D]`.
+
+    layer and start are ints or `[B]` arrays (each row may patch a different layer and place).
+    """
+    b, n, d = vectors.shape
+    layer = jnp.broadcast_to(jnp.asarray(layer, jnp.int32), (b,))
+    start = jnp.broadcast_to(jnp.asarray(start, jnp.int32), (b,))
+    place = jax.vmap(lambda buf, row, s: jax.lax.dynamic_update_slice_in_dim(buf, row, s, axis=0))
+    values = place(jnp.zeros((b, length, d), vectors.dtype), vectors, start)
+    mask = place(jnp.zeros((b, length), bool), jnp.ones((b, n), bool), start)
+    return cls(layer=layer, values=values, mask=mask)
+
+  def apply(self, h: Array, layer: Array) -> Array:
+    where = self.mask & (self.layer == layer)[:, None]
+    return jnp.where(where[..., None], self.values.astype(h.dtype), h)
+
+
+@flax.struct.dataclass
+class DecoderOutput:
+  """logits `[B, T, V]` (None unless asked for), hidden `[B, T, D]` after the final norm,
+  all_hidden `[L + 1, B, T, D]` residual stream (0 = embeddings, l = output of layer l; before the final
+  norm), cache: the updated cache (None without one)."""
+
+  logits: Optional[Array]
+  hidden: Array
+  all_hidden: Optional[Array] = None
+  cache: Optional[KVCache] = None
+
+
+class DecoderLayer(nn.Module):
+  """One block: Llama-style pre-norm, or Gemma 2 sandwich norms."""
+
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, h, xs, positions, masks, patch, write_index):
+    cfg = self.config
+    layer, is_sliding, kv = xs
+    full_mask, sliding_mask = masks
+    mask = full_mask if sliding_mask is None else jnp.where(is_sliding, sliding_mask, full_mask)
+    norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.norm_plus_one, name=name)
+
+    attn, kv = Attention(cfg, name="self_attn")(norm("input_layernorm")(h), positions, mask, kv, write_index)
+    if cfg.sandwich_norms:
+      h = h + norm("post_attention_layernorm")(attn)
+      h = h + norm("post_feedforward_layernorm")(MLP(cfg, name="mlp")(norm("pre_feedforward_layernorm")(h)))
+    else:
+      h = h + attn
+      h = h + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(h))
+    if patch is not None:
+      h = patch.apply(h, layer + 1)
+    return h, (kv, h)
+
+
+class Embedding(nn.Module):
+  """The token embedding table `[V, D]`."""
+
+  num_embeddings: int
+  features: int
+
+  def setup(self):
+    self.embedding = self.param("embedding", nn.with_logical_partitioning(_init, ("vocab", "embed")),
+                                (self.num_embeddings, self.features), jnp.float32)
+
+
+class Model(nn.Module):
+  """HF `*Model`: embeddings, layers, final norm."""
+
+  config: DecoderConfig
+  remat: bool = False
+
+  def setup(self):
+    cfg = self.config
+    self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
+    layer = nn.remat(DecoderLayer, static_argnums=()) if self.remat else DecoderLayer
+    self.layers = nn.scan(
+        layer, variable_axes={"params": 0}, split_rngs={"params": True},
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        length=cfg.num_hidden_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
+    self.norm = RMSNorm(cfg.rms_norm_eps, cfg.norm_plus_one)
+
+  def embedding_table(self) -> Array:
+    return self.embed_tokens.embedding
+
+  def embed(self, token_ids: Array) -> Array:
+    """Input embeddings `[B, T, D]` of token ids `[B, T]` (Gemma: scaled by sqrt(D), as HF does)."""
+    table = self.embedding_table()
+    x = jnp.take(table, token_ids, axis=0)
+    if self.config.scale_embeddings:
+      x = x * jnp.asarray(self.config.hidden_size ** 0.5, x.dtype)
+    return x
+
+  def __call__(self, x, positions, valid, cache=None, patch=None, return_hidden=False):
+    """x `[B, T, D]` input embeddings; positions `[B, T]`; valid `[B, T]` (False = padding)."""
+    cfg = self.config
+    b, t, _ = x.shape
+    if cache is None:
+      key_valid, key_pos, offset = valid, positions, 0
+    else:
+      offset = cache.end
+      key_valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, valid, offset, axis=1)
+      key_pos = jax.lax.dynamic_update_slice_in_dim(cache.positions, positions.astype(jnp.int32), offset, axis=1)
+    q_slot = offset + jnp.arange(t)
+    k_slot = jnp.arange(key_valid.shape[1])
+    full = key_valid[:, None, :] & (k_slot[None, None, :] <= q_slot[None, :, None])  # [B, T, S]
+    sliding = None
+    if "sliding_attention" in cfg.layer_types:
+      sliding = full & (positions[:, :, None] - key_pos[:, None, :] < cfg.sliding_window)
+
+    if patch is not None:
+      x = patch.apply(x, 0)
+    xs = (jnp.arange(cfg.num_hidden_layers),
+          jnp.array([t == "sliding_attention" for t in cfg.layer_types]),
+          None if cache is None else (cache.k, cache.v))
+    h, (kv, all_hidden) = self.layers(x, xs, positions, (full, sliding), patch, offset)
+    if cache is not None:
+      cache = KVCache(k=kv[0], v=kv[1], valid=key_valid, positions=key_pos, end=offset + t)
+    if return_hidden:
+      all_hidden = jnp.concatenate([x[None], all_hidden], axis=0)
+    return DecoderOutput(logits=None, hidden=self.norm(h), all_hidden=all_hidden if return_hidden else None,
+                         cache=cache)
+
+
+class CausalLM(nn.Module):
+  """HF `*ForCausalLM`: `model` plus `lm_head` (or the tied embedding table)."""
+
+  config: DecoderConfig
+  remat: bool = False
+
+  def setup(self):
+    self.model = Model(self.config, self.remat)
+    if not self.config.tie_word_embeddings:
+      self.lm_head = Linear(self.config.vocab_size, ("embed", "vocab"))
+
+  def embed(self, token_ids: Array) -> Array:
+    return self.model.embed(token_ids)
+
+  def logits(self, hidden: Array) -> Array:
+    """Output logits `[..., V]` of final hidden states `[..., D]`, in float32."""
+    if self.config.tie_word_embeddings:
+      table = self.model.embedding_table()
+      out = jnp.einsum("...d,vd->...v", hidden, table.astype(hidden.dtype))
+    else:
+      out = self.lm_head(hidden)
+    return softcap(out.astype(jnp.float32), self.config.final_logit_softcapping)
+
+  def __call__(self, x, positions, valid, cache=None, patch=None, return_hidden=False, compute_logits=True):
+    out = self.model(x, positions, valid, cache, patch, return_hidden)
+    if compute_logits:
+      out = out.replace(logits=self.logits(out.hidden))
+    return out
+
+  def init_all(self, token_ids):
+    """Touches every parameter (for `init`)."""
+    x = self.embed(token_ids)
+    b, t = token_ids.shape
+    return self(x, jnp.broadcast_to(jnp.arange(t), (b, t)), jnp.ones((b, t), bool))

@@ -1,0 +1,90 @@
+"""Plain functions of `(params, inputs)` over the decoder, for use inside other jitted code.
+
+`config` is static (hashable). A sequence is `[embedded prefix (P)][tokens (T)]`: the prefix (soft prompt,
+translator output) is always real; tokens may be padded on either side, and every row gives the same
+result as it would unpadded. Positions count real items only: the prefix holds 0..P-1, the n-th real
+token P + n.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from translator.models.config import DecoderConfig
+from translator.models.decoder import CausalLM, DecoderOutput, KVCache, Patch
+
+Array = jax.Array
+
+
+def model(config: DecoderConfig, remat: bool = False) -> CausalLM:
+  return CausalLM(config, remat=remat)
+
+
+def init_params(config: DecoderConfig, rng: Array) -> dict:
+  """Random float32 params (boxed with their logical axes: use `flax.linen.unbox` to strip them)."""
+  return CausalLM(config).init(rng, jnp.zeros((1, 1), jnp.int32), method=CausalLM.init_all)["params"]
+
+
+def abstract_params(config: DecoderConfig) -> dict:
+  """Shapes and logical axes of the params, without allocating them."""
+  return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+
+
+def embed(params: dict, config: DecoderConfig, token_ids: Array) -> Array:
+  """Input embeddings `[B, T, D]` of `[B, T]` ids, in the space where an embedded prefix lives."""
+  return CausalLM(config).apply({"params": params}, token_ids, method=CausalLM.embed)
+
+
+def layout(mask: Array, prefix_len: int) -> tuple[Array, Array]:
+  """Positions and validity `[B, P + T]` of a prefix of length P followed by tokens with `mask` `[B, T]`."""
+  b = mask.shape[0]
+  mask = mask.astype(bool)
+  token_pos = prefix_len + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+  positions = jnp.concatenate(
+      [jnp.broadcast_to(jnp.arange(prefix_len, dtype=jnp.int32), (b, prefix_len)), jnp.maximum(token_pos, 0)],
+      axis=1)
+  valid = jnp.concatenate([jnp.ones((b, prefix_len), bool), mask], axis=1)
+  return positions, valid
+
+
+def inputs(params: dict, config: DecoderConfig, token_ids: Array, mask: Optional[Array],
+           embedded_prefix: Optional[Array]) -> tuple[Array, Array, Array]:
+  """Embeddings `[B, P+T, D]`, positions and validity `[B, P+T]` of a prefix and tokens."""
+  if mask is None:
+    mask = jnp.ones(token_ids.shape, bool)
+  if mask.shape != token_ids.shape:
+    raise ValueError(f"mask shape {mask.shape} differs from token_ids shape {token_ids.shape}")
+  x = embed(params, config, token_ids)
+  prefix_len = 0
+  if embedded_prefix is not None:
+    if embedded_prefix.ndim != 3 or embedded_prefix.shape[0] != x.shape[0] or embedded_prefix.shape[2] != x.shape[2]:
+      raise ValueError(f"embedded_prefix has shape {embedded_prefix.shape}; expected [B={x.shape[0]}, P, "
+                       f"D={x.shape[2]}] for token_ids of shape {token_ids.shape}")
+    prefix_len = embedded_prefix.shape[1]
+    x = jnp.concatenate([embedded_prefix.astype(x.dtype), x], axis=1)
+  positions, valid = layout(mask, prefix_len)
+  return x, positions, valid
+
+
+def forward(params: dict, config: DecoderConfig, token_ids: Array, *, mask: Optional[Array] = None,
+            embedded_prefix: Optional[Array] = None, patch: Optional[Patch] = None, return_hidden: bool = False,
+            compute_logits: bool = True, cache: Optional[KVCache] = None, remat: bool = False) -> DecoderOutput:
+  """One pass over `[prefix][tokens]`: logits `[B, P+T, V]`, final hidden states, optionally the residual
+  stream of every layer and a patched stream (see `Patch`), optionally writing into a KV cache."""
+  x, positions, valid = inputs(params, config, token_ids, mask, embedded_prefix)
+  return CausalLM(config, remat=remat).apply(
+      {"params": params}, x, positions, valid, cache, patch, return_hidden, compute_logits)
+
+
+def logits_from_hidden(params: dict, config: DecoderConfig, hidden: Array) -> Array:
+  """Output logits of final (normed) hidden states `[..., D]`: the LM head alone."""
+  return CausalLM(config).apply({"params": params}, hidden, method=CausalLM.logits)
+
+
+def step(params: dict, config: DecoderConfig, x: Array, positions: Array, valid: Array,
+         cache: Optional[KVCache]) -> DecoderOutput:
+  """Runs already embedded inputs `[B, T, D]` through the decoder (appending them to `cache`, if given)."""
+  return CausalLM(config).apply({"params": params}, x, positions, valid, cache)

@@ -1,0 +1,150 @@
+"""Building blocks of the decoder: RMSNorm, linear projections, rotary embeddings, attention and MLP.
+
+Attribute names mirror Hugging Face (`q_proj`, `gate_proj`, `input_layernorm`, ...) so that weight import
+is a short name map (translator/hf/weights.py). Every parameter carries logical axis names
+(translator/sharding/rules.py maps them onto the mesh).
+
+Einsum letters: B batch, T query positions, S key positions, D model width, H query heads,
+K key/value heads, G query heads per key/value head (H = K * G), E head dim.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from translator.models.config import DecoderConfig, RopeScaling
+
+Array = jax.Array
+_init = nn.initializers.normal(0.02)
+
+
+class RMSNorm(nn.Module):
+  """RMSNorm computed in float32. Gemma multiplies by (1 + w), everybody else by w."""
+
+  eps: float
+  plus_one: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    init = nn.initializers.zeros if self.plus_one else nn.initializers.ones
+    scale = self.param("scale", nn.with_logical_partitioning(init, ("norm",)), (x.shape[-1],), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    if self.plus_one:  # Gemma: scale in float32, then cast.
+      return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+    # Llama: cast to the input dtype, then scale.
+    return scale.astype(x.dtype) * normed.astype(x.dtype)
+
+
+class Linear(nn.Module):
+  """`y = x @ kernel (+ bias)`, kernel `[in, out]` (the transpose of the HF `weight`)."""
+
+  features: int
+  axes: tuple[str, str]
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param(
+        "kernel", nn.with_logical_partitioning(_init, self.axes), (x.shape[-1], self.features), jnp.float32)
+    y = jnp.einsum("...i,io->...o", x, kernel.astype(x.dtype))
+    if self.use_bias:
+      bias = self.param(
+          "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[1:]), (self.features,),
+          jnp.float32)
+      y = y + bias.astype(x.dtype)
+    return y
+
+
+def inverse_frequencies(head_dim: int, theta: float, scaling: RopeScaling) -> np.ndarray:
+  """RoPE inverse frequencies `[E // 2]` in float32, as Hugging Face computes them."""
+  exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
+  inv_freq = (1.0 / (np.float32(theta) ** exponents)).astype(np.float32)
+  if scaling.rope_type == "linear":
+    inv_freq = inv_freq / np.float32(scaling.factor)
+  elif scaling.rope_type == "llama3":
+    old_len = scaling.original_max_position_embeddings
+    low_wavelen = old_len / scaling.low_freq_factor
+    high_wavelen = old_len / scaling.high_freq_factor
+    wavelen = 2 * np.pi / inv_freq
+    scaled = np.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (old_len / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    is_medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    inv_freq = np.where(is_medium, smoothed, scaled).astype(np.float32)
+  return inv_freq
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
+  """Rotates `x` `[B, T, N, E]` by `positions` `[B, T]` (HF's rotate-half convention)."""
+  freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, T, E/2]
+  emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]  # [B, T, 1, E]
+  cos, sin = jnp.cos(emb).astype(x.dtype), jnp.sin(emb).astype(x.dtype)
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  return x * cos + rotated * sin
+
+
+def softcap(x: Array, cap: float | None) -> Array:
+  return x if cap is None else cap * jnp.tanh(x / cap)
+
+
+class Attention(nn.Module):
+  """Multi-head attention with grouped key/value heads and an optional external KV cache.
+
+  The keys and values of the current chunk are written into the cache at `write_index` (when a cache is
+  given); queries then attend to every cache slot that `mask` allows.
+  """
+
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, x: Array, positions: Array, mask: Array, kv: tuple[Array, Array] | None,
+               write_index: Array | None) -> tuple[Array, tuple[Array, Array] | None]:
+    """x `[B, T, D]`, positions `[B, T]`, mask `[B, T, S]` (True = may attend).
+
+    kv: cache `([B, S, K, E], [B, S, K, E])` or None (then S = T and the chunk attends to itself).
+    Returns the output `[B, T, D]` and the updated cache.
+    """
+    cfg = self.config
+    b, t, _ = x.shape
+    h, k, e = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    q = Linear(h * e, ("embed", "q_heads"), cfg.qkv_bias, name="q_proj")(x).reshape(b, t, h, e)
+    key = Linear(k * e, ("embed", "kv_heads"), cfg.qkv_bias, name="k_proj")(x).reshape(b, t, k, e)
+    value = Linear(k * e, ("embed", "kv_heads"), cfg.qkv_bias, name="v_proj")(x).reshape(b, t, k, e)
+    inv_freq = inverse_frequencies(e, cfg.rope_theta, cfg.rope_scaling)
+    q = apply_rope(q, positions, inv_freq)
+    key = apply_rope(key, positions, inv_freq)
+    if kv is not None:
+      cache_k, cache_v = kv
+      key = jax.lax.dynamic_update_slice_in_dim(cache_k, key.astype(cache_k.dtype), write_index, axis=1)
+      value = jax.lax.dynamic_update_slice_in_dim(cache_v, value.astype(cache_v.dtype), write_index, axis=1)
+      kv = (key, value)
+    q = q.reshape(b, t, k, h // k, e)
+    logits = jnp.einsum("btkge,bske->bkgts", q, key.astype(q.dtype)).astype(jnp.float32)
+    logits = softcap(logits * cfg.attention_scale, cfg.attn_logit_softcapping)
+    logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
+    out = jnp.einsum("bkgts,bske->btkge", probs, value.astype(x.dtype)).reshape(b, t, h * e)
+    return Linear(cfg.hidden_size, ("q_heads", "embed"), cfg.o_bias, name="o_proj")(out), kv
+
+
+class MLP(nn.Module):
+  """Gated feed-forward: down(act(gate(x)) * up(x))."""
+
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.config
+    act = {"silu": jax.nn.silu, "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True)}
+    gate = Linear(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, name="gate_proj")(x)
+    up = Linear(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, name="up_proj")(x)
+    return Linear(cfg.hidden_size, ("mlp", "embed"), cfg.mlp_bias, name="down_proj")(
+        act[cfg.hidden_act](gate) * up)
