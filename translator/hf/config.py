@@ -153,6 +153,8 @@ def from_hf_dict(d: Mapping[str, Any], source: str = "config.json") -> DecoderCo
       return d[key]
     if key in fam.defaults:
       return fam.defaults[key]
+    if key == "rms_norm_eps":  # The same default in every family's config class.
+      return 1e-6
     raise ValueError(
         f"{source}: required attribute {key!r} is missing (model_type {model_type!r}); every HF config.json "
         f"of this family has it. Is the file complete?")
@@ -206,24 +208,25 @@ def from_hf_dict(d: Mapping[str, Any], source: str = "config.json") -> DecoderCo
         attn_logit_softcapping=number("attn_logit_softcapping", optional=True),
         final_logit_softcapping=number("final_logit_softcapping", optional=True))
 
+  fields = dict(
+      family=model_type,
+      **sizes,
+      num_key_value_heads=num_kv_heads,
+      head_dim=head_dim,
+      rms_norm_eps=number("rms_norm_eps"),
+      rope_theta=rope_theta,
+      rope_scaling=rope_scaling,
+      max_position_embeddings=max_positions,
+      tie_word_embeddings=flag("tie_word_embeddings"),
+      hidden_act=_activation(d, model_type, get, source),
+      sliding_window=sliding_window,
+      layer_types=layer_types,
+      bos_token_id=_token_id(get("bos_token_id"), "bos_token_id", source),
+      eos_token_ids=_token_ids(get("eos_token_id"), source),
+      pad_token_id=_token_id(get("pad_token_id"), "pad_token_id", source),
+      **switches)
   try:
-    return DecoderConfig(
-        family=model_type,
-        **sizes,
-        num_key_value_heads=num_kv_heads,
-        head_dim=head_dim,
-        rms_norm_eps=number("rms_norm_eps") if "rms_norm_eps" in d else 1e-6,
-        rope_theta=rope_theta,
-        rope_scaling=rope_scaling,
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=flag("tie_word_embeddings"),
-        hidden_act=_activation(d, model_type, get, source),
-        sliding_window=sliding_window,
-        layer_types=layer_types,
-        bos_token_id=_token_id(get("bos_token_id"), "bos_token_id", source),
-        eos_token_ids=_token_ids(get("eos_token_id"), source),
-        pad_token_id=_token_id(get("pad_token_id"), "pad_token_id", source),
-        **switches)
+    return DecoderConfig(**fields)
   except ValueError as e:
     raise ValueError(f"{source}: {e}") from e
 

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import AxisType, Mesh
 
 AXES = ("data", "fsdp", "tensor")
 
@@ -34,9 +34,11 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
   if math.prod(sizes) != len(devices):
     raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = {math.prod(sizes)} "
                      f"devices, but there are {len(devices)}")
+  # Auto axes: XLA propagates shardings from the explicit in/out shardings of each jitted function.
+  axis_types = (AxisType.Auto,) * len(AXES)
   if devices == list(jax.devices()):
-    return jax.make_mesh(tuple(sizes), AXES, devices=devices)
-  return Mesh(np.asarray(devices).reshape(sizes), AXES)
+    return jax.make_mesh(tuple(sizes), AXES, devices=devices, axis_types=axis_types)
+  return Mesh(np.asarray(devices).reshape(sizes), AXES, axis_types=axis_types)
 
 
 def mesh_from_config(cfg) -> Mesh:

@@ -1,0 +1,87 @@
+"""The residual stream after every layer, and patching it, agree with Hugging Face (hidden states and a
+forward hook that overwrites a layer's output)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+import translator  # pylint: disable=g-import-not-at-top
+from tests import hf_models  # pylint: disable=g-import-not-at-top
+from translator.models import Patch  # pylint: disable=g-import-not-at-top
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module", params=["llama_gqa_llama3rope", "gemma2_gqa"])
+def pair(request, tmp_path_factory):
+  path = hf_models.make_tiny_model(request.param, tmp_path_factory.mktemp(request.param))
+  return translator.load_lm(path), hf_models.load_torch_model(path)
+
+
+def _ids():
+  return np.random.default_rng(0).integers(4, 128, size=(2, 14))
+
+
+def test_hidden_states_match_transformers(pair):
+  lm, model = pair
+  ids = _ids()
+  with torch.no_grad():
+    ref = model(torch.tensor(ids), output_hidden_states=True).hidden_states
+  out = lm.forward(ids, return_hidden=True)
+  layers = lm.config.num_hidden_layers
+  assert out.all_hidden.shape == (layers + 1, 2, 14, lm.config.hidden_size)
+  assert len(ref) == layers + 1
+  for layer in range(layers):  # HF's last entry is after the final norm.
+    np.testing.assert_allclose(np.asarray(out.all_hidden[layer]), ref[layer].numpy(), atol=ATOL, rtol=0)
+  np.testing.assert_allclose(np.asarray(out.hidden), ref[layers].numpy(), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_patching_matches_a_transformers_hook(pair, layer):
+  """Replacing positions 3..5 at the output of `layer` (0 = embeddings) == HF with the same overwrite."""
+  lm, model = pair
+  ids = _ids()
+  vectors = np.random.default_rng(5).normal(size=(2, 3, lm.config.hidden_size)).astype(np.float32)
+  start = 3
+
+  def overwrite(hidden):
+    hidden = hidden.clone()
+    hidden[:, start:start + 3] = torch.tensor(vectors)
+    return hidden
+
+  if layer == 0:
+    with torch.no_grad():
+      embeds = overwrite(model.get_input_embeddings()(torch.tensor(ids)))
+      ref = model(inputs_embeds=embeds).logits.numpy()
+  else:
+    def hook(module, args, output):
+      if isinstance(output, tuple):
+        return (overwrite(output[0]),) + tuple(output[1:])
+      return overwrite(output)
+    handle = model.model.layers[layer - 1].register_forward_hook(hook)
+    try:
+      with torch.no_grad():
+        ref = model(torch.tensor(ids)).logits.numpy()
+    finally:
+      handle.remove()
+
+  patch = Patch.at(layer, start, jnp.asarray(vectors), length=ids.shape[1])
+  ours = np.asarray(lm.forward(ids, patch=patch).logits)
+  np.testing.assert_allclose(ours, ref, atol=ATOL, rtol=0)
+  unpatched = np.asarray(lm.logits(ids))
+  assert np.abs(unpatched - ours).max() > 1e-2  # the patch changed something
+
+
+def test_per_row_patch_layers(pair):
+  """Each row of a batch may patch a different layer (batched InSPEcT sweeps)."""
+  lm, _ = pair
+  ids = _ids()
+  vectors = jnp.asarray(np.random.default_rng(6).normal(size=(2, 2, lm.config.hidden_size)), jnp.float32)
+  both = lm.forward(ids, patch=Patch.at(jnp.array([1, 2]), jnp.array([2, 7]), vectors, length=14)).logits
+  row0 = lm.forward(ids[:1], patch=Patch.at(1, 2, vectors[:1], length=14)).logits
+  row1 = lm.forward(ids[1:], patch=Patch.at(2, 7, vectors[1:], length=14)).logits
+  np.testing.assert_allclose(np.asarray(both[0]), np.asarray(row0[0]), atol=1e-5, rtol=0)
+  np.testing.assert_allclose(np.asarray(both[1]), np.asarray(row1[0]), atol=1e-5, rtol=0)
