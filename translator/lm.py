@@ -75,12 +75,14 @@ class LM:
     """Logits `[B, P+T, V]` (float32) of `[embedded_prefix][token_ids]`."""
     return self.forward(token_ids, mask=mask, embedded_prefix=embedded_prefix).logits
 
-  def sample(self, token_ids, *, mask=None, embedded_prefix=None, max_new_tokens: int, temperature: float = 0.0,
-             top_p: float = 1.0, rng: Optional[Array] = None, use_cache: bool = True) -> sampler.SampleOutput:
-    """New tokens `[B, max_new_tokens]` (pad after EOS) and their lengths `[B]`."""
+  def sample(self, token_ids, *, mask=None, embedded_prefix=None, patch: Optional[Patch] = None,
+             max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, rng: Optional[Array] = None,
+             use_cache: bool = True) -> sampler.SampleOutput:
+    """New tokens `[B, max_new_tokens]` (pad after EOS) and their lengths `[B]`; `patch` applies to the
+    prompt's residual stream at prefill (InSPEcT)."""
     return sampler.sample(
         self.params, self.config, jnp.asarray(token_ids), mask=None if mask is None else jnp.asarray(mask),
-        embedded_prefix=embedded_prefix, max_new_tokens=max_new_tokens, temperature=float(temperature),
+        embedded_prefix=embedded_prefix, patch=patch, max_new_tokens=max_new_tokens, temperature=float(temperature),
         top_p=float(top_p), rng=rng, eos_ids=self.eos_ids, pad_id=self.pad_id, use_cache=use_cache)
 
   def generate(self, token_ids, *, mask=None, embedded_prefix=None, max_new_tokens: int, temperature: float = 0.0,

@@ -1,8 +1,10 @@
 """The decoder LM: `CausalLM` (HF `*ForCausalLM`) = `model` (embeddings, scanned layers, final norm) + `lm_head`.
 
-One forward pass serves every use: plain logits, prefill and decode steps with an external KV cache,
-the residual stream after every layer, and patching that stream (InSPEcT). The layers are one
-`nn.scan`, so parameters of the layers are stacked on a leading `layers` axis `[L, ...]`.
+The full-sequence pass (training, logits, the residual stream after every layer, patching that stream for
+InSPEcT) runs the layers as one `nn.scan`, so their parameters are stacked on a leading `layers` axis
+`[L, ...]`. Generation runs the same `DecoderLayer`s one by one over per-layer slices of those params and
+per-layer KV-cache buffers (translator/models/functions.py: `cached_step`), so a decode step neither copies
+weights out of the stack nor caches through the scan.
 
 Parameter tree (HF name -> ours; kernels are the transpose of HF weights):
   model.embed_tokens.weight            -> model/embed_tokens/embedding  [V, D]
@@ -34,22 +36,41 @@ Array = jax.Array
 class KVCache:
   """Keys/values of every layer for S slots, and what each slot holds.
 
-  k, v: `[L, B, S, K, E]`; valid: `[B, S]` True where the slot holds a real token; positions: `[B, S]`
-  the RoPE position of the slot's token; end: `[]` how many slots are written.
+  k, v: one `[B, K, S, E]` array per layer (separate buffers, so a decode step updates each in place);
+  valid: `[B, S]` True where the slot holds a real token; positions: `[B, S]` the RoPE position of the
+  slot's token; end: `[]` how many slots are written.
   """
 
-  k: Array
-  v: Array
+  k: tuple[Array, ...]
+  v: tuple[Array, ...]
   valid: Array
   positions: Array
   end: Array
 
   @classmethod
   def init(cls, config: DecoderConfig, batch: int, length: int, dtype) -> "KVCache":
-    shape = (config.num_hidden_layers, batch, length, config.num_key_value_heads, config.head_dim)
-    return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+    shape = (batch, config.num_key_value_heads, length, config.head_dim)
+    layers = range(config.num_hidden_layers)
+    return cls(k=tuple(jnp.zeros(shape, dtype) for _ in layers), v=tuple(jnp.zeros(shape, dtype) for _ in layers),
                valid=jnp.zeros((batch, length), bool), positions=jnp.zeros((batch, length), jnp.int32),
                end=jnp.zeros((), jnp.int32))
+
+
+def sliding_layers(config: DecoderConfig) -> list[bool]:
+  return [t == "sliding_attention" for t in config.layer_types]
+
+
+def attention_masks(config: DecoderConfig, positions: Array, key_positions: Array, key_valid: Array,
+                    offset) -> tuple[Array, Optional[Array]]:
+  """Which key slots each query may attend to: (full, sliding) `[B, T, S]`; sliding is None when no layer
+  slides. Queries sit at slots offset..offset+T-1 with `positions` `[B, T]`; keys at slots 0..S-1."""
+  t, s = positions.shape[1], key_valid.shape[1]
+  q_slot = offset + jnp.arange(t)
+  full = key_valid[:, None, :] & (jnp.arange(s)[None, None, :] <= q_slot[None, :, None])
+  sliding = None
+  if any(sliding_layers(config)):
+    sliding = full & (positions[:, :, None] - key_positions[:, None, :] < config.sliding_window)
+  return full, sliding
 
 
 @flax.struct.dataclass
@@ -155,35 +176,17 @@ class Model(nn.Module):
       x = x * jnp.asarray(self.config.hidden_size ** 0.5, x.dtype)
     return x
 
-  def __call__(self, x, positions, valid, cache=None, patch=None, return_hidden=False):
+  def __call__(self, x, positions, valid, patch=None, return_hidden=False):
     """x `[B, T, D]` input embeddings; positions `[B, T]`; valid `[B, T]` (False = padding)."""
     cfg = self.config
-    b, t, _ = x.shape
-    if cache is None:
-      key_valid, key_pos, offset = valid, positions, 0
-    else:
-      offset = cache.end
-      key_valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, valid, offset, axis=1)
-      key_pos = jax.lax.dynamic_update_slice_in_dim(cache.positions, positions.astype(jnp.int32), offset, axis=1)
-    q_slot = offset + jnp.arange(t)
-    k_slot = jnp.arange(key_valid.shape[1])
-    full = key_valid[:, None, :] & (k_slot[None, None, :] <= q_slot[None, :, None])  # [B, T, S]
-    sliding = None
-    if "sliding_attention" in cfg.layer_types:
-      sliding = full & (positions[:, :, None] - key_pos[:, None, :] < cfg.sliding_window)
-
+    masks = attention_masks(cfg, positions, positions, valid, 0)
     if patch is not None:
       x = patch.apply(x, 0)
-    xs = (jnp.arange(cfg.num_hidden_layers),
-          jnp.array([t == "sliding_attention" for t in cfg.layer_types]),
-          None if cache is None else (cache.k, cache.v))
-    h, (kv, all_hidden) = self.layers(x, xs, positions, (full, sliding), patch, offset)
-    if cache is not None:
-      cache = KVCache(k=kv[0], v=kv[1], valid=key_valid, positions=key_pos, end=offset + t)
+    xs = (jnp.arange(cfg.num_hidden_layers), jnp.asarray(sliding_layers(cfg)), None)
+    h, (_, all_hidden) = self.layers(x, xs, positions, masks, patch, 0)
     if return_hidden:
       all_hidden = jnp.concatenate([x[None], all_hidden], axis=0)
-    return DecoderOutput(logits=None, hidden=self.norm(h), all_hidden=all_hidden if return_hidden else None,
-                         cache=cache)
+    return DecoderOutput(logits=None, hidden=self.norm(h), all_hidden=all_hidden if return_hidden else None)
 
 
 class CausalLM(nn.Module):
@@ -209,8 +212,8 @@ class CausalLM(nn.Module):
       out = self.lm_head(hidden)
     return softcap(out.astype(jnp.float32), self.config.final_logit_softcapping)
 
-  def __call__(self, x, positions, valid, cache=None, patch=None, return_hidden=False, compute_logits=True):
-    out = self.model(x, positions, valid, cache, patch, return_hidden)
+  def __call__(self, x, positions, valid, patch=None, return_hidden=False, compute_logits=True):
+    out = self.model(x, positions, valid, patch, return_hidden)
     if compute_logits:
       out = out.replace(logits=self.logits(out.hidden))
     return out

@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from translator.models.config import DecoderConfig
-from translator.models.decoder import CausalLM, DecoderOutput, KVCache, Patch
+from translator.models.decoder import (CausalLM, DecoderLayer, DecoderOutput, KVCache, Patch, attention_masks,
+                                      sliding_layers)
+from translator.models.layers import RMSNorm
 
 Array = jax.Array
 
@@ -71,12 +73,13 @@ def inputs(params: dict, config: DecoderConfig, token_ids: Array, mask: Optional
 
 def forward(params: dict, config: DecoderConfig, token_ids: Array, *, mask: Optional[Array] = None,
             embedded_prefix: Optional[Array] = None, patch: Optional[Patch] = None, return_hidden: bool = False,
-            compute_logits: bool = True, cache: Optional[KVCache] = None, remat: bool = False) -> DecoderOutput:
+            compute_logits: bool = True, remat: bool = False) -> DecoderOutput:
   """One pass over `[prefix][tokens]`: logits `[B, P+T, V]`, final hidden states, optionally the residual
-  stream of every layer and a patched stream (see `Patch`), optionally writing into a KV cache."""
+  stream of every layer and a patched stream (see `Patch`). `remat` recomputes layer activations in the
+  backward pass (less memory, more compute)."""
   x, positions, valid = inputs(params, config, token_ids, mask, embedded_prefix)
   return CausalLM(config, remat=remat).apply(
-      {"params": params}, x, positions, valid, cache, patch, return_hidden, compute_logits)
+      {"params": params}, x, positions, valid, patch, return_hidden, compute_logits)
 
 
 def logits_from_hidden(params: dict, config: DecoderConfig, hidden: Array) -> Array:
@@ -84,7 +87,39 @@ def logits_from_hidden(params: dict, config: DecoderConfig, hidden: Array) -> Ar
   return CausalLM(config).apply({"params": params}, hidden, method=CausalLM.logits)
 
 
-def step(params: dict, config: DecoderConfig, x: Array, positions: Array, valid: Array,
-         cache: Optional[KVCache]) -> DecoderOutput:
-  """Runs already embedded inputs `[B, T, D]` through the decoder (appending them to `cache`, if given)."""
-  return CausalLM(config).apply({"params": params}, x, positions, valid, cache)
+def apply_embedded(params: dict, config: DecoderConfig, x: Array, positions: Array, valid: Array,
+                   patch: Optional[Patch] = None) -> DecoderOutput:
+  """The full pass over already embedded inputs `[B, T, D]` (no cache)."""
+  return CausalLM(config).apply({"params": params}, x, positions, valid, patch)
+
+
+def split_layers(params: dict, config: DecoderConfig) -> dict:
+  """The params with the stacked `model/layers` replaced by a tuple of per-layer trees (for `cached_step`).
+
+  Do this once, outside a decode loop: slicing the stack inside the loop would copy every weight each step.
+  """
+  stacked = params["model"]["layers"]
+  layers = tuple(jax.tree_util.tree_map(lambda a, i=i: a[i], stacked) for i in range(config.num_hidden_layers))
+  return {**params, "model": {**params["model"], "layers": layers}}
+
+
+def cached_step(split: dict, config: DecoderConfig, x: Array, positions: Array, valid: Array, cache: KVCache,
+                patch: Optional[Patch] = None) -> tuple[Array, KVCache]:
+  """Appends embedded inputs `[B, T, D]` to `cache` and returns their final hidden states `[B, T, D]`.
+
+  `split` comes from `split_layers`. Prefill (T = prompt) and decode (T = 1) are the same call.
+  """
+  offset = cache.end
+  key_valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, valid, offset, axis=1)
+  key_pos = jax.lax.dynamic_update_slice_in_dim(cache.positions, positions.astype(jnp.int32), offset, axis=1)
+  masks = attention_masks(config, positions, key_pos, key_valid, offset)
+  h = x if patch is None else patch.apply(x, 0)
+  ks, vs = [], []
+  for i, (layer_params, sliding) in enumerate(zip(split["model"]["layers"], sliding_layers(config))):
+    h, ((k, v), _) = DecoderLayer(config).apply(
+        {"params": layer_params}, h, (i, sliding, (cache.k[i], cache.v[i])), positions, masks, patch, offset)
+    ks.append(k)
+    vs.append(v)
+  h = RMSNorm(config.rms_norm_eps, config.norm_plus_one).apply({"params": split["model"]["norm"]}, h)
+  cache = KVCache(k=tuple(ks), v=tuple(vs), valid=key_valid, positions=key_pos, end=offset + x.shape[1])
+  return h, cache

@@ -109,7 +109,7 @@ class Attention(nn.Module):
                write_index: Array | None) -> tuple[Array, tuple[Array, Array] | None]:
     """x `[B, T, D]`, positions `[B, T]`, mask `[B, T, S]` (True = may attend).
 
-    kv: cache `([B, S, K, E], [B, S, K, E])` or None (then S = T and the chunk attends to itself).
+    kv: cache `([B, K, S, E], [B, K, S, E])` or None (then S = T and the chunk attends to itself).
     Returns the output `[B, T, D]` and the updated cache.
     """
     cfg = self.config
@@ -120,18 +120,20 @@ class Attention(nn.Module):
     value = Linear(k * e, ("embed", "kv_heads"), cfg.qkv_bias, name="v_proj")(x).reshape(b, t, k, e)
     inv_freq = inverse_frequencies(e, cfg.rope_theta, cfg.rope_scaling)
     q = apply_rope(q, positions, inv_freq)
-    key = apply_rope(key, positions, inv_freq)
+    # Keys and values as [B, K, S, E]: the layout both attention dots read without a transpose.
+    key = apply_rope(key, positions, inv_freq).transpose(0, 2, 1, 3)
+    value = value.transpose(0, 2, 1, 3)
     if kv is not None:
       cache_k, cache_v = kv
-      key = jax.lax.dynamic_update_slice_in_dim(cache_k, key.astype(cache_k.dtype), write_index, axis=1)
-      value = jax.lax.dynamic_update_slice_in_dim(cache_v, value.astype(cache_v.dtype), write_index, axis=1)
+      key = jax.lax.dynamic_update_slice_in_dim(cache_k, key.astype(cache_k.dtype), write_index, axis=2)
+      value = jax.lax.dynamic_update_slice_in_dim(cache_v, value.astype(cache_v.dtype), write_index, axis=2)
       kv = (key, value)
     q = q.reshape(b, t, k, h // k, e)
-    logits = jnp.einsum("btkge,bske->bkgts", q, key.astype(q.dtype)).astype(jnp.float32)
+    logits = jnp.einsum("btkge,bkse->bkgts", q, key.astype(q.dtype)).astype(jnp.float32)
     logits = softcap(logits * cfg.attention_scale, cfg.attn_logit_softcapping)
     logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
-    out = jnp.einsum("bkgts,bske->btkge", probs, value.astype(x.dtype)).reshape(b, t, h * e)
+    out = jnp.einsum("bkgts,bkse->btkge", probs, value.astype(x.dtype)).reshape(b, t, h * e)
     return Linear(cfg.hidden_size, ("q_heads", "embed"), cfg.o_bias, name="o_proj")(out), kv
 
 
