@@ -40,6 +40,9 @@ def _forward(params, config, token_ids, mask, embedded_prefix, patch, return_hid
                    return_hidden=return_hidden)
 
 
+_embed = jax.jit(F.embed, static_argnums=1)
+
+
 @dataclasses.dataclass
 class LM:
   """A decoder LM: its config, params (a pytree, possibly sharded over `mesh`) and tokenizer."""
@@ -62,7 +65,7 @@ class LM:
 
   def embed(self, token_ids) -> Array:
     """Input embeddings `[B, T, D]`: the space of an `embedded_prefix`."""
-    return jax.jit(F.embed, static_argnums=1)(self.params, self.config, jnp.asarray(token_ids))
+    return _embed(self.params, self.config, jnp.asarray(token_ids))
 
   def forward(self, token_ids, *, mask=None, embedded_prefix=None, patch: Optional[Patch] = None,
               return_hidden: bool = False) -> DecoderOutput:
