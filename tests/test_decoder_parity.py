@@ -26,6 +26,15 @@ def _ids(batch=2, length=20, seed=0):
   return np.random.default_rng(seed).integers(4, 128, size=(batch, length))
 
 
+def _prefix_and_embeds(lm, model, ids, prefix_len, seed):
+  """A random prefix `[B, P, D]` and HF `inputs_embeds` = [prefix][embeddings of ids]."""
+  prefix = np.random.default_rng(seed).normal(size=(ids.shape[0], prefix_len, lm.config.hidden_size))
+  prefix = prefix.astype(np.float32)
+  with torch.no_grad():
+    embeds = torch.cat([torch.tensor(prefix), model.get_input_embeddings()(torch.tensor(ids))], dim=1)
+  return jnp.asarray(prefix), embeds
+
+
 def _hf_generate(model, pad_id, **inputs):
   with torch.no_grad():
     out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=pad_id).numpy()
@@ -48,11 +57,10 @@ def test_logits_match_transformers(pair):
 def test_logits_with_prefix_match_transformers_inputs_embeds(pair):
   lm, model = pair
   ids = _ids()
-  prefix = np.random.default_rng(1).normal(size=(2, 5, lm.config.hidden_size)).astype(np.float32)
+  prefix, embeds = _prefix_and_embeds(lm, model, ids, 5, seed=1)
   with torch.no_grad():
-    embeds = torch.cat([torch.tensor(prefix), model.get_input_embeddings()(torch.tensor(ids))], dim=1)
     ref = model(inputs_embeds=embeds).logits.numpy()
-  ours = np.asarray(lm.logits(ids, embedded_prefix=jnp.asarray(prefix)))
+  ours = np.asarray(lm.logits(ids, embedded_prefix=prefix))
   np.testing.assert_allclose(ours, ref, atol=LOGITS_ATOL, rtol=0)
 
 
@@ -80,11 +88,9 @@ def test_greedy_generation_matches_transformers(pair):
 def test_greedy_generation_with_prefix_matches_transformers(pair):
   lm, model = pair
   ids = _ids()
-  prefix = np.random.default_rng(2).normal(size=(2, 4, lm.config.hidden_size)).astype(np.float32)
-  with torch.no_grad():
-    embeds = torch.cat([torch.tensor(prefix), model.get_input_embeddings()(torch.tensor(ids))], dim=1)
+  prefix, embeds = _prefix_and_embeds(lm, model, ids, 4, seed=2)
   ref = _hf_generate(model, lm.pad_id, inputs_embeds=embeds)
-  ours = np.asarray(lm.generate(ids, embedded_prefix=jnp.asarray(prefix), max_new_tokens=NEW_TOKENS))
+  ours = np.asarray(lm.generate(ids, embedded_prefix=prefix, max_new_tokens=NEW_TOKENS))
   np.testing.assert_array_equal(ours, ref)
 
 
