@@ -1,6 +1,7 @@
 """optax optimizers and learning-rate schedules from an ml_collections config.
 
   optimizer.name: "adamw" | "adafactor" | "sgd"
+  optimizer.multiply_by_parameter_scale (adafactor; default True; Lester et al.'s prompt tuning: False)
   optimizer.lr, optimizer.weight_decay, optimizer.b1, optimizer.b2, optimizer.clip_norm (0 = none)
   optimizer.schedule: "constant" | "cosine" | "linear";  optimizer.warmup_steps
 """
@@ -36,7 +37,8 @@ def make(cfg, total_steps: int) -> optax.GradientTransformation:
     opt = optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-8),
                       weight_decay=cfg.get("weight_decay", 0.0))
   elif name == "adafactor":
-    opt = optax.adafactor(lr, weight_decay_rate=cfg.get("weight_decay", None) or None)
+    opt = optax.adafactor(lr, multiply_by_parameter_scale=cfg.get("multiply_by_parameter_scale", True),
+                          weight_decay_rate=cfg.get("weight_decay", None) or None)
   elif name == "sgd":
     opt = optax.sgd(lr, momentum=cfg.get("momentum", None))
   else:
