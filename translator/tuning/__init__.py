@@ -7,8 +7,7 @@ jointly against a frozen LM, with per-task optimizer state, validation and early
   step.Tuner, step.TuneState                   the jitted, sharded train step, validation loss, generation
   store.write / store.read                     the prompt store (prompts.safetensors + metadata.json)
 
-X
-"Prompt tuning" section and in each module's docstring.
+The mechanics are described in implementation.md ("Prompt tuning") and in each module's docstring.
 """
 
 from translator.tuning import data, inits, schedule, step, store
