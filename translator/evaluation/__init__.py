@@ -1,1 +1,6 @@
-"""Evaluation: how well LMs do the tasks of a DoD (with the gold instruction, the input alone, few-shot)."""
+"""Evaluation, one implementation for every method.
+
+  lm_eval   exact match of LMs on a DoD's tasks (gold instruction, input alone, few-shot)
+  metrics   ROUGE-L (stemmed), class recall/precision/F1 of instructions, max over references
+  minilm    all-MiniLM-L6-v2 sentence embeddings in JAX (cosine similarity of texts)
+"""
