@@ -14,6 +14,9 @@ Parameter tree (HF name -> ours; kernels are the transpose of HF weights):
   model.norm.weight                    -> model/norm/scale  [D]
   lm_head.weight                       -> lm_head/kernel  [D, V]   (absent when embeddings are tied)
 
+LoRA factors (translator/models/lora.py), when a `LoraConfig` is given, live in the "lora" collection with the
+same paths, stacked `[L, ...]` like the params: model/layers/self_attn/q_proj/{lora_a [L, D, r], lora_b [L, r, H*E]}.
+
 Einsum letters as in layers.py; additionally V vocabulary, L layers, P prefix length.
 """
 
@@ -27,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from translator.models.config import DecoderConfig
+from translator.models.lora import COLLECTION as LORA, LoraConfig
 from translator.models.layers import MLP, Attention, Linear, RMSNorm, _init, softcap
 
 Array = jax.Array
@@ -117,6 +121,7 @@ class DecoderLayer(nn.Module):
   """One block: Llama-style pre-norm, or Gemma 2 sandwich norms."""
 
   config: DecoderConfig
+  lora: Optional[LoraConfig] = None
 
   @nn.compact
   def __call__(self, h, xs, positions, masks, patch, write_index):
@@ -126,13 +131,13 @@ class DecoderLayer(nn.Module):
     mask = full_mask if sliding_mask is None else jnp.where(is_sliding, sliding_mask, full_mask)
     norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.norm_plus_one, name=name)
 
-    attn, kv = Attention(cfg, name="self_attn")(norm("input_layernorm")(h), positions, mask, kv, write_index)
+    attn, kv = Attention(cfg, self.lora, name="self_attn")(norm("input_layernorm")(h), positions, mask, kv, write_index)
     if cfg.sandwich_norms:
       h = h + norm("post_attention_layernorm")(attn)
-      h = h + norm("post_feedforward_layernorm")(MLP(cfg, name="mlp")(norm("pre_feedforward_layernorm")(h)))
+      h = h + norm("post_feedforward_layernorm")(MLP(cfg, self.lora, name="mlp")(norm("pre_feedforward_layernorm")(h)))
     else:
       h = h + attn
-      h = h + MLP(cfg, name="mlp")(norm("post_attention_layernorm")(h))
+      h = h + MLP(cfg, self.lora, name="mlp")(norm("post_attention_layernorm")(h))
     if patch is not None:
       h = patch.apply(h, layer + 1)
     return h, (kv, h)
@@ -154,15 +159,16 @@ class Model(nn.Module):
 
   config: DecoderConfig
   remat: bool = False
+  lora: Optional[LoraConfig] = None
 
   def setup(self):
     cfg = self.config
     self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
     layer = nn.remat(DecoderLayer, static_argnums=()) if self.remat else DecoderLayer
     self.layers = nn.scan(
-        layer, variable_axes={"params": 0}, split_rngs={"params": True},
+        layer, variable_axes={"params": 0, LORA: 0}, split_rngs={"params": True, "dropout": True},
         in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-        length=cfg.num_hidden_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
+        length=cfg.num_hidden_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.lora)
     self.norm = RMSNorm(cfg.rms_norm_eps, cfg.norm_plus_one)
 
   def embedding_table(self) -> Array:
@@ -194,9 +200,10 @@ class CausalLM(nn.Module):
 
   config: DecoderConfig
   remat: bool = False
+  lora: Optional[LoraConfig] = None
 
   def setup(self):
-    self.model = Model(self.config, self.remat)
+    self.model = Model(self.config, self.remat, self.lora)
     if not self.config.tie_word_embeddings:
       self.lm_head = Linear(self.config.vocab_size, ("embed", "vocab"))
 

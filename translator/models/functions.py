@@ -4,6 +4,9 @@
 translator output) is always real; tokens may be padded on either side, and every row gives the same
 result as it would unpadded. Positions count real items only: the prefix holds 0..P-1, the n-th real
 token P + n.
+
+LoRA: `forward`, `apply_embedded` and `cached_step` take `lora` (a `lora.LoraWeights`: the trainable factors and
+their static config) next to the frozen params; `split_layers` slices a LoRA tree per layer like the params.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from translator.models.config import DecoderConfig
 from translator.models.decoder import (CausalLM, DecoderLayer, DecoderOutput, KVCache, Patch, attention_masks,
                                       sliding_layers)
 from translator.models.layers import RMSNorm
+from translator.models.lora import COLLECTION as LORA, LoraWeights
 
 Array = jax.Array
 
@@ -71,15 +75,22 @@ def inputs(params: dict, config: DecoderConfig, token_ids: Array, mask: Optional
   return x, positions, valid
 
 
+def _variables(params: dict, lora: Optional[LoraWeights]) -> dict:
+  return {"params": params} if lora is None else {"params": params, LORA: lora.weights}
+
+
 def forward(params: dict, config: DecoderConfig, token_ids: Array, *, mask: Optional[Array] = None,
             embedded_prefix: Optional[Array] = None, patch: Optional[Patch] = None, return_hidden: bool = False,
-            compute_logits: bool = True, remat: bool = False) -> DecoderOutput:
+            compute_logits: bool = True, remat: bool = False, lora: Optional[LoraWeights] = None,
+            dropout_rng: Optional[Array] = None) -> DecoderOutput:
   """One pass over `[prefix][tokens]`: logits `[B, P+T, V]`, final hidden states, optionally the residual
   stream of every layer and a patched stream (see `Patch`). `remat` recomputes layer activations in the
-  backward pass (less memory, more compute)."""
+  backward pass (less memory, more compute). `lora` adds its low-rank updates; `dropout_rng` turns on LoRA
+  dropout (training)."""
   x, positions, valid = inputs(params, config, token_ids, mask, embedded_prefix)
-  return CausalLM(config, remat=remat).apply(
-      {"params": params}, x, positions, valid, patch, return_hidden, compute_logits)
+  return CausalLM(config, remat=remat, lora=None if lora is None else lora.config).apply(
+      _variables(params, lora), x, positions, valid, patch, return_hidden, compute_logits,
+      rngs=None if dropout_rng is None else {"dropout": dropout_rng})
 
 
 def logits_from_hidden(params: dict, config: DecoderConfig, hidden: Array) -> Array:
@@ -88,15 +99,17 @@ def logits_from_hidden(params: dict, config: DecoderConfig, hidden: Array) -> Ar
 
 
 def apply_embedded(params: dict, config: DecoderConfig, x: Array, positions: Array, valid: Array,
-                   patch: Optional[Patch] = None) -> DecoderOutput:
+                   patch: Optional[Patch] = None, lora: Optional[LoraWeights] = None) -> DecoderOutput:
   """The full pass over already embedded inputs `[B, T, D]` (no cache)."""
-  return CausalLM(config).apply({"params": params}, x, positions, valid, patch)
+  return CausalLM(config, lora=None if lora is None else lora.config).apply(
+      _variables(params, lora), x, positions, valid, patch)
 
 
 def split_layers(params: dict, config: DecoderConfig) -> dict:
   """The params with the stacked `model/layers` replaced by a tuple of per-layer trees (for `cached_step`).
 
   Do this once, outside a decode loop: slicing the stack inside the loop would copy every weight each step.
+  The same call slices a LoRA tree (`LoraWeights.weights`, which has the same `model/layers` stack).
   """
   stacked = params["model"]["layers"]
   layers = tuple(jax.tree_util.tree_map(lambda a, i=i: a[i], stacked) for i in range(config.num_hidden_layers))
@@ -104,10 +117,11 @@ def split_layers(params: dict, config: DecoderConfig) -> dict:
 
 
 def cached_step(split: dict, config: DecoderConfig, x: Array, positions: Array, valid: Array, cache: KVCache,
-                patch: Optional[Patch] = None) -> tuple[Array, KVCache]:
+                patch: Optional[Patch] = None, lora: Optional[LoraWeights] = None) -> tuple[Array, KVCache]:
   """Appends embedded inputs `[B, T, D]` to `cache` and returns their final hidden states `[B, T, D]`.
 
-  `split` comes from `split_layers`. Prefill (T = prompt) and decode (T = 1) are the same call.
+  `split` comes from `split_layers`; so does `lora.weights` when LoRA is given (per-layer trees).
+  Prefill (T = prompt) and decode (T = 1) are the same call.
   """
   offset = cache.end
   key_valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, valid, offset, axis=1)
@@ -115,9 +129,13 @@ def cached_step(split: dict, config: DecoderConfig, x: Array, positions: Array, 
   masks = attention_masks(config, positions, key_pos, key_valid, offset)
   h = x if patch is None else patch.apply(x, 0)
   ks, vs = [], []
+  layer_module = DecoderLayer(config, None if lora is None else lora.config)
   for i, (layer_params, sliding) in enumerate(zip(split["model"]["layers"], sliding_layers(config))):
-    h, ((k, v), _) = DecoderLayer(config).apply(
-        {"params": layer_params}, h, (i, sliding, (cache.k[i], cache.v[i])), positions, masks, patch, offset)
+    variables = {"params": layer_params}
+    if lora is not None:
+      variables[LORA] = lora.weights["model"]["layers"][i]
+    h, ((k, v), _) = layer_module.apply(
+        variables, h, (i, sliding, (cache.k[i], cache.v[i])), positions, masks, patch, offset)
     ks.append(k)
     vs.append(v)
   h = RMSNorm(config.rms_norm_eps, config.norm_plus_one).apply({"params": split["model"]["norm"]}, h)

@@ -6,17 +6,22 @@ is a short name map (translator/hf/weights.py). Every parameter carries logical 
 
 Einsum letters: B batch, T query positions, S key positions, D model width, H query heads,
 K key/value heads, G query heads per key/value head (H = K * G), E head dim.
+
+LoRA (translator/models/lora.py): with a `LoraConfig` naming it, a `Linear` adds a low-rank update read from
+the "lora" collection; `Attention`, `MLP` (and the decoder above them) only pass the config down.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from translator.models import lora as lora_lib
 from translator.models.config import DecoderConfig, RopeScaling
 
 Array = jax.Array
@@ -42,11 +47,16 @@ class RMSNorm(nn.Module):
 
 
 class Linear(nn.Module):
-  """`y = x @ kernel (+ bias)`, kernel `[in, out]` (the transpose of the HF `weight`)."""
+  """`y = x @ kernel (+ bias)`, kernel `[in, out]` (the transpose of the HF `weight`).
+
+  With `lora` naming this module (its `name`, e.g. "q_proj"), adds `dropout(x) @ lora_a @ lora_b * alpha/r`
+  from the "lora" collection (`lora_a` `[in, r]`, `lora_b` `[r, out]`); dropout only with a "dropout" rng.
+  """
 
   features: int
   axes: tuple[str, str]
   use_bias: bool = False
+  lora: Optional[lora_lib.LoraConfig] = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -58,6 +68,13 @@ class Linear(nn.Module):
           "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[1:]), (self.features,),
           jnp.float32)
       y = y + bias.astype(x.dtype)
+    if self.lora is not None and self.lora.applies_to(self.name):
+      r = self.lora.rank
+      a = self.variable(lora_lib.COLLECTION, "lora_a",
+                        lambda: lora_lib.init_a(self.make_rng("params"), (x.shape[-1], r), jnp.float32))
+      b = self.variable(lora_lib.COLLECTION, "lora_b", lambda: jnp.zeros((r, self.features), jnp.float32))
+      rng = self.make_rng("dropout") if self.lora.dropout > 0.0 and self.has_rng("dropout") else None
+      y = y + lora_lib.update(x, a.value, b.value, self.lora, rng)
     return y
 
 
@@ -103,6 +120,7 @@ class Attention(nn.Module):
   """
 
   config: DecoderConfig
+  lora: Optional[lora_lib.LoraConfig] = None
 
   @nn.compact
   def __call__(self, x: Array, positions: Array, mask: Array, kv: tuple[Array, Array] | None,
@@ -115,9 +133,9 @@ class Attention(nn.Module):
     cfg = self.config
     b, t, _ = x.shape
     h, k, e = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    q = Linear(h * e, ("embed", "q_heads"), cfg.qkv_bias, name="q_proj")(x).reshape(b, t, h, e)
-    key = Linear(k * e, ("embed", "kv_heads"), cfg.qkv_bias, name="k_proj")(x).reshape(b, t, k, e)
-    value = Linear(k * e, ("embed", "kv_heads"), cfg.qkv_bias, name="v_proj")(x).reshape(b, t, k, e)
+    q = Linear(h * e, ("embed", "q_heads"), cfg.qkv_bias, lora=self.lora, name="q_proj")(x).reshape(b, t, h, e)
+    key = Linear(k * e, ("embed", "kv_heads"), cfg.qkv_bias, lora=self.lora, name="k_proj")(x).reshape(b, t, k, e)
+    value = Linear(k * e, ("embed", "kv_heads"), cfg.qkv_bias, lora=self.lora, name="v_proj")(x).reshape(b, t, k, e)
     inv_freq = inverse_frequencies(e, cfg.rope_theta, cfg.rope_scaling)
     q = apply_rope(q, positions, inv_freq)
     # Keys and values as [B, K, S, E]: the layout both attention dots read without a transpose.
@@ -134,19 +152,20 @@ class Attention(nn.Module):
     logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
     out = jnp.einsum("bkgts,bkse->btkge", probs, value.astype(x.dtype)).reshape(b, t, h * e)
-    return Linear(cfg.hidden_size, ("q_heads", "embed"), cfg.o_bias, name="o_proj")(out), kv
+    return Linear(cfg.hidden_size, ("q_heads", "embed"), cfg.o_bias, lora=self.lora, name="o_proj")(out), kv
 
 
 class MLP(nn.Module):
   """Gated feed-forward: down(act(gate(x)) * up(x))."""
 
   config: DecoderConfig
+  lora: Optional[lora_lib.LoraConfig] = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     cfg = self.config
     act = {"silu": jax.nn.silu, "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True)}
-    gate = Linear(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, name="gate_proj")(x)
-    up = Linear(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, name="up_proj")(x)
-    return Linear(cfg.hidden_size, ("mlp", "embed"), cfg.mlp_bias, name="down_proj")(
+    gate = Linear(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, lora=self.lora, name="gate_proj")(x)
+    up = Linear(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, lora=self.lora, name="up_proj")(x)
+    return Linear(cfg.hidden_size, ("mlp", "embed"), cfg.mlp_bias, lora=self.lora, name="down_proj")(
         act[cfg.hidden_act](gate) * up)

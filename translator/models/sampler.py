@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from translator.models import functions as F
 from translator.models.config import DecoderConfig
 from translator.models.decoder import KVCache, Patch
+from translator.models.lora import LoraWeights
 
 Array = jax.Array
 
@@ -72,11 +73,12 @@ def choose(logits: Array, temperature: float, top_p: float, rng: Optional[Array]
 def sample(params: dict, config: DecoderConfig, token_ids: Array, *, mask: Optional[Array] = None,
            embedded_prefix: Optional[Array] = None, patch: Optional[Patch] = None, max_new_tokens: int,
            temperature: float = 0.0, top_p: float = 1.0, rng: Optional[Array] = None, eos_ids: tuple[int, ...] = (),
-           pad_id: int = 0, use_cache: bool = True) -> SampleOutput:
+           pad_id: int = 0, use_cache: bool = True, lora: Optional[LoraWeights] = None) -> SampleOutput:
   """Generates up to `max_new_tokens` after `[embedded_prefix][token_ids]` (`[B, P, D]`, `[B, T]`).
 
   patch: replaces parts of the residual stream of the prompt at prefill (InSPEcT); its length is P + T.
   `use_cache=False` recomputes the whole sequence at each step (a reference for the cached path).
+  lora: LoRA factors over `params` (translator/models/lora.py), on both paths.
   """
   if temperature > 0.0 and rng is None:
     raise ValueError("sampling with temperature > 0 needs an rng")
@@ -86,10 +88,11 @@ def sample(params: dict, config: DecoderConfig, token_ids: Array, *, mask: Optio
   last = s0 - 1 - jnp.argmax(valid[:, ::-1], axis=1)  # last real slot of each row
   rows = jnp.arange(b)
   split = F.split_layers(params, config)
+  split_lora = None if lora is None else lora.replace(weights=F.split_layers(lora.weights, config))
 
   if use_cache:
     hidden, memory = F.cached_step(split, config, x, positions, valid, KVCache.init(config, b, s0 + n, x.dtype),
-                                   patch)
+                                   patch, split_lora)
     logits = F.logits_from_hidden(params, config, hidden[rows, last])
   else:
     if patch is not None:  # the patch covers the prompt only; pad it over the new tokens
@@ -97,7 +100,7 @@ def sample(params: dict, config: DecoderConfig, token_ids: Array, *, mask: Optio
                     mask=jnp.pad(patch.mask, ((0, 0), (0, n))))
     pad = lambda a, value: jnp.concatenate([a, jnp.full((b, n) + a.shape[2:], value, a.dtype)], axis=1)
     memory = (pad(x, 0), pad(positions, 0), pad(valid, False))
-    logits = F.apply_embedded(params, config, *memory, patch).logits[rows, last]
+    logits = F.apply_embedded(params, config, *memory, patch, lora).logits[rows, last]
   eos = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
 
   def cond(state: _State):
@@ -112,7 +115,8 @@ def sample(params: dict, config: DecoderConfig, token_ids: Array, *, mask: Optio
     emb = F.embed(params, config, token[:, None])
     pos = state.next_pos[:, None]
     if use_cache:
-      hidden, memory = F.cached_step(split, config, emb, pos, jnp.ones((b, 1), bool), state.memory)
+      hidden, memory = F.cached_step(split, config, emb, pos, jnp.ones((b, 1), bool), state.memory,
+                                     lora=split_lora)
       logits = F.logits_from_hidden(params, config, hidden[:, 0])
     else:
       slot = s0 + state.step
@@ -121,7 +125,7 @@ def sample(params: dict, config: DecoderConfig, token_ids: Array, *, mask: Optio
       bpos = jax.lax.dynamic_update_slice_in_dim(bpos, pos, slot, axis=1)
       bvalid = jax.lax.dynamic_update_slice_in_dim(bvalid, jnp.ones((b, 1), bool), slot, axis=1)
       memory = (bx, bpos, bvalid)
-      out = F.apply_embedded(params, config, bx, bpos, bvalid, patch)
+      out = F.apply_embedded(params, config, bx, bpos, bvalid, patch, lora)
       logits = jax.lax.dynamic_index_in_dim(out.logits, slot, 1, keepdims=False)
     return _State(step=state.step + 1, logits=logits, tokens=tokens, done=done, lengths=lengths,
                   next_pos=state.next_pos + 1, memory=memory)

@@ -1,0 +1,27 @@
+r"""Cross-model translation: prompts tuned on the `base` LM, decoded by the `target` LM through a linear encoder.
+
+The linear encoder maps every prompt vector from the base LM's width into the target LM's embedding space;
+the target LM reads the result as its prefix, with LoRA (the paper's r=4, alpha=8, dropout 0.1).
+Paper hyper-parameters otherwise.
+
+Local (prompts from experiments.tune_prompts on the base LM in /tmp/tune_toy):
+  python -m experiments.train_translator --config configs/translator_cross.py --workdir /tmp/translator_cross \
+      --config.world_dir=/tmp/world --config.stores='("/tmp/tune_toy/prompts",)'
+A smoke run: `--config configs/translator_cross.py:smoke`.
+TPU pod:
+  bash launch/tpu_pod.sh NAME ZONE "python -m experiments.train_translator --config configs/translator_cross.py \
+      --workdir ~/translator_cross --config.world_dir=~/world --config.stores='(\"~/tune_toy/prompts\",)'"
+"""
+
+from translator.translation import config as base_config
+
+
+def get_config(arg: str = ""):
+  args = [a for a in arg.split(",") if a]
+  c = base_config.base()
+  c.lm_path = "translator/assets/lms/target"  # the decoder; the prompts come from translator/assets/lms/base
+  c.encoder.kind = "linear"
+  c.lora.update(rank=4, alpha=8.0, dropout=0.1)
+  if "smoke" in args:
+    base_config.smoke(c)
+  return c

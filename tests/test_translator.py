@@ -1,0 +1,113 @@
+"""The translator's pieces: only the encoder and LoRA weights train (the decoder is bitwise frozen and has no
+optimizer state), the four encoders' shapes, and the task split / pair augmentation of the training data."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from tests import fixtures
+from translator import sharding
+from translator.data import dod
+from translator.models import functions as F
+from translator.models import lora as lora_lib
+from translator.translation import data as data_lib
+from translator.translation import encoders, step as step_lib
+
+V, P, D_SRC, B, T = 61, 4, 24, 4, 8
+
+
+def host(tree):
+  return jax.tree_util.tree_map(np.array, tree)
+
+
+@pytest.mark.parametrize("kind,lora_rank", [("mlp", 4), ("transformer", 0)])
+def test_only_trainables_are_updated(kind, lora_rank):
+  mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+  config = fixtures.tiny_config(V)
+  shardings = sharding.shardings(F.abstract_params(config), mesh)
+  lm_params = jax.device_put(nn.unbox(F.init_params(config, jax.random.key(0))), nn.unbox(shardings))
+  encoder = encoders.make(ml_collections.ConfigDict(dict(kind=kind, width=16, depth=1, heads=2, dropout=0.1)),
+                          config.hidden_size)
+  lora = lora_lib.LoraConfig(rank=lora_rank, dropout=0.1) if lora_rank else None
+  spec = step_lib.Spec(encoder=encoder, config=config, lora=lora, bos_id=1, eos_ids=(2,), pad_id=3)
+  tx = optax.adamw(1e-2, weight_decay=0.1)
+  trainer = step_lib.Trainer(mesh, spec, jax.tree_util.tree_map(lambda x: x.sharding, lm_params), tx)
+  trainable = {"encoder": encoders.init(encoder, jax.random.key(1), (P, D_SRC)),
+               "lora": lora_lib.init(config, lora, jax.random.key(2)).weights if lora else {}}
+  state = trainer.init_state(trainable)
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(4, V, (B, T)).astype(np.int32)
+  tokens[:, 0] = 1
+  mask = np.arange(T)[None] < np.array([[8], [5], [3], [8]])
+  batch = {"prompts": jnp.asarray(rng.normal(0, 0.02, (B, P, D_SRC)), jnp.float32), "tokens": jnp.asarray(tokens),
+           "mask": jnp.asarray(mask), "weight": jnp.ones((B,), jnp.float32)}
+  lm_before, before = host(lm_params), host(state)
+  for _ in range(2):
+    state, aux = trainer.train_step(state, lm_params, batch, trainer.rng(0))
+  after = host(state)
+  for a, b in zip(jax.tree_util.tree_leaves(lm_before), jax.tree_util.tree_leaves(host(lm_params))):
+    np.testing.assert_array_equal(a, b)  # the decoder is bitwise unchanged
+  for a, b in zip(jax.tree_util.tree_leaves(before.trainable), jax.tree_util.tree_leaves(after.trainable)):
+    assert not np.array_equal(a, b)  # every encoder and LoRA weight moved
+  assert int(after.step) == 2 and np.isfinite(float(aux["loss"]))
+  # Optimizer state exists for the trainables alone: AdamW's mu and nu have exactly their tree.
+  mu = [s.mu for s in jax.tree_util.tree_leaves(after.opt_state, is_leaf=lambda x: hasattr(x, "mu"))
+        if hasattr(s, "mu")][0]
+  assert jax.tree_util.tree_structure(mu) == jax.tree_util.tree_structure(after.trainable)
+  n_trainable = sum(x.size for x in jax.tree_util.tree_leaves(after.trainable))
+  assert sum(x.size for x in jax.tree_util.tree_leaves(after.opt_state)) <= 2 * n_trainable + 2
+  assert set(after.trainable) == {"encoder", "lora"} and bool(after.trainable["lora"]) == bool(lora_rank)
+
+
+def test_encoder_shapes():
+  prompts = jax.random.normal(jax.random.key(0), (2, P, D_SRC))
+  shapes = {}
+  for kind, extra, outs in (("identity", {}, (D_SRC, 40)), ("linear", {}, (D_SRC, 40)), ("mlp", {}, (D_SRC, 40)),
+                            ("transformer", {}, (D_SRC, 40)), ("transformer", {"num_queries": 3}, (40,))):
+    for out in outs:
+      if kind == "identity" and out != D_SRC:
+        with pytest.raises(ValueError, match="use encoder.kind='linear'"):
+          encoders.make({"kind": kind}, out).apply({}, prompts)
+        continue
+      enc = encoders.make(dict(kind=kind, width=16, depth=1, heads=2, **extra), out, output_rms=0.5)
+      params = encoders.init(enc, jax.random.key(1), (P, D_SRC))
+      y = enc.apply({"params": params}, prompts)
+      shapes[kind, out, bool(extra)] = y.shape
+      if out == D_SRC and kind in ("identity", "linear", "mlp", "transformer") and not extra:
+        np.testing.assert_allclose(np.asarray(y), np.asarray(prompts), atol=1e-6)  # starts as the identity
+  assert shapes["linear", 40, False] == (2, P, 40) and shapes["mlp", 40, False] == (2, P, 40)
+  assert shapes["transformer", 40, False] == (2, P, 40) and shapes["transformer", 40, True] == (2, 3, 40)
+  with pytest.raises(ValueError, match="not one of"):
+    encoders.make({"kind": "lstm"}, 8)
+
+
+def task(name, family, split, paraphrases=("p1", "p2", "p3")):
+  return dod.Task(name=name, family=family, instruction=f"do {name}", paraphrases=paraphrases, classes=(),
+                  split=split, instances={})
+
+
+def test_split_by_task_and_augmentation():
+  tasks = ([task(f"c{i}", "classification", "train") for i in range(10)] +
+           [task(f"g{i}", "general", "train") for i in range(10)] +
+           [task("ct", "classification", "test"), task("gt", "general", "test"), task("gn", "general", "novel")])
+  names = [t.name for t in tasks]
+  table = data_lib.PromptTable(np.zeros((2 * len(names), P, D_SRC), np.float32), names + names,
+                               np.repeat([0, 1], len(names)), ["s0", "s1"], [{}] * (2 * len(names)))
+  splits = data_lib.split_tasks(tasks, names, valid_tasks=0.2, seed=0)
+  assert splits["test"] == ["ct", "gt"] and splits["novel"] == ["gn"]
+  assert len(splits["valid"]) == 4 and sum(n.startswith("c") for n in splits["valid"]) == 2
+  assert not set(splits["train"]) & (set(splits["valid"]) | {"ct", "gt", "gn"})
+  assert data_lib.split_tasks(tasks, names, 0.2, seed=0) == splits  # seeded
+  by_name = {t.name: t for t in tasks}
+  pairs = data_lib.train_pairs(table, by_name, splits["train"], paraphrases=2)
+  assert len(pairs) == 16 * 2 * 3  # tasks x stores x (instruction + 2 paraphrases)
+  assert {table.task_names[r] for r, _ in pairs} == set(splits["train"])
+  assert len(data_lib.train_pairs(table, by_name, splits["train"], paraphrases=-1)) == 16 * 2 * 4
+  assert data_lib.eval_items(table, by_name, ["gt"]) == [(21, "do gt"), (44, "do gt")]
+  order = data_lib.epoch_order(10, 1, 0)
+  rows, weight = data_lib.batch_rows(order, 2, 4)  # the short last batch: 2 real rows
+  assert list(weight) == [1, 1, 0, 0] and list(rows[:2]) == list(order[8:])
