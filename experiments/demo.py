@@ -20,9 +20,6 @@ from translator.hf import export
 from translator.models import DecoderConfig, Patch
 from translator.models import functions as F
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Demo config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the random checkpoint is written.", required=True)
-
 
 def _timed(name, fn):
   start = time.perf_counter()
@@ -33,7 +30,7 @@ def _timed(name, fn):
 
 def main(argv):
   del argv
-  cfg = _CONFIG.value
+  cfg = flags.FLAGS.config
   distributed.initialize()
   rng = jax.random.key(cfg.seed)
 
@@ -47,7 +44,7 @@ def main(argv):
         num_key_value_heads=m.num_key_value_heads, head_dim=m.head_dim, rope_theta=m.rope_theta,
         max_position_embeddings=m.max_position_embeddings, bos_token_id=m.bos_token_id,
         eos_token_ids=(m.eos_token_id,), pad_token_id=m.pad_token_id)
-    path = os.path.join(_WORKDIR.value, "random_llama")
+    path = os.path.join(flags.FLAGS.workdir, "random_llama")
     if jax.process_index() == 0:
       export.save_lm(path, config, nn.unbox(F.init_params(config, rng)))
       logging.info("wrote a random Llama in HF layout to %s", path)
@@ -90,5 +87,12 @@ def main(argv):
                float(jnp.abs(patched - logits).max()))
 
 
+def define_flags():
+  """The entry point's flags (defined only when it runs, so modules can be imported together)."""
+  config_flags.DEFINE_config_file("config", "configs/demo.py", "Demo config.")
+  flags.DEFINE_string("workdir", None, "Where the random checkpoint is written.", required=True)
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

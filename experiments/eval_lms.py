@@ -23,9 +23,6 @@ import translator
 from translator.data import dod
 from translator.evaluation import lm_eval
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/eval_lms.py", "Evaluation config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json and results.md are written.", required=True)
-
 
 def _csv(text: str) -> list[str]:
   return [s.strip() for s in text.split(",") if s.strip()]
@@ -88,8 +85,15 @@ def run(cfg, workdir: str) -> dict:
 
 def main(argv):
   del argv
-  run(_CONFIG.value, _WORKDIR.value)
+  run(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+def define_flags():
+  """The entry point's flags (defined only when it runs, so modules can be imported together)."""
+  config_flags.DEFINE_config_file("config", "configs/eval_lms.py", "Evaluation config.")
+  flags.DEFINE_string("workdir", None, "Where results.json and results.md are written.", required=True)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -13,9 +13,6 @@ from ml_collections import config_flags
 
 from translator.data import dod, synthetic, tokenizer
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/world.py", "World config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
-
 
 def make_world(cfg, workdir: str) -> tuple[str, str]:
   """Writes `workdir/dod` and `workdir/tokenizer`; returns both paths."""
@@ -34,8 +31,15 @@ def make_world(cfg, workdir: str) -> tuple[str, str]:
 
 def main(argv):
   del argv
-  make_world(_CONFIG.value, _WORKDIR.value)
+  make_world(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+def define_flags():
+  """The entry point's flags (defined only when it runs, so modules can be imported together)."""
+  config_flags.DEFINE_config_file("config", "configs/world.py", "World config.")
+  flags.DEFINE_string("workdir", None, "Output folder.", required=True)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

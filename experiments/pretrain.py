@@ -32,9 +32,6 @@ from translator.models import DecoderConfig, RopeScaling
 from translator.models import functions as F
 from translator.training import checkpoints, lm_loss, metrics, optimizers
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/pretrain.py:base", "Pretraining config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the exported LM.", required=True)
-
 
 @flax.struct.dataclass
 class TrainState:
@@ -55,8 +52,8 @@ def decoder_config(m, vocab_size: int) -> DecoderConfig:
 
 def main(argv):
   del argv
-  cfg = _CONFIG.value
-  workdir = _WORKDIR.value
+  cfg = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir
   distributed.initialize()
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
@@ -161,5 +158,12 @@ def main(argv):
   multihost_utils.sync_global_devices("exported")
 
 
+def define_flags():
+  """The entry point's flags (defined only when it runs, so modules can be imported together)."""
+  config_flags.DEFINE_config_file("config", "configs/pretrain.py:base", "Pretraining config.")
+  flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the exported LM.", required=True)
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

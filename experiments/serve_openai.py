@@ -24,13 +24,12 @@ import time
 import uuid
 from typing import Optional
 
-from absl import app, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 import translator
 from translator.execution import local
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/serve_openai.py", "Server config.")
 _MAX_BODY = 16 << 20
 
 
@@ -206,7 +205,7 @@ def build_server(lm, cfg) -> Server:
 
 def main(argv):
   del argv
-  cfg = _CONFIG.value
+  cfg = flags.FLAGS.config
   if not cfg.lm_path:
     raise ValueError("config.lm_path is empty; pass --config.lm_path=/path/to/hf_folder")
   lm = translator.load_lm(cfg.lm_path, cfg.dtype)
@@ -221,5 +220,11 @@ def main(argv):
     server.server_close()
 
 
+def define_flags():
+  """The entry point's flags (defined only when it runs, so modules can be imported together)."""
+  config_flags.DEFINE_config_file("config", "configs/serve_openai.py", "Server config.")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

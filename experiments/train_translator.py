@@ -40,9 +40,6 @@ from translator.translation import encoders, evaluate, export, step as step_lib
 from translator.tuning import data as tuning_data
 from translator.tuning import store
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/translator_paper.py", "Translator config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics, evaluations and the translator.",
-                               required=True)
 
 TRAIN_FIELDS = ("prompts", "tokens", "mask", "weight")
 
@@ -240,10 +237,18 @@ def run(cfg, workdir: str) -> dict:
 def main(argv):
   del argv
   distributed.initialize()
-  results = run(_CONFIG.value, _WORKDIR.value)
+  results = run(flags.FLAGS.config, flags.FLAGS.workdir)
   results.pop("trainable")
   logging.info("%s", json.dumps(results, default=str))
 
 
+def define_flags():
+  """The entry point's flags (defined only when it runs, so modules can be imported together)."""
+  config_flags.DEFINE_config_file("config", "configs/translator_paper.py", "Translator config.")
+  flags.DEFINE_string("workdir", None, "Checkpoints, metrics, evaluations and the translator.",
+                                 required=True)
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -39,8 +39,6 @@ from translator.training import checkpoints, metrics, optimizers
 from translator.tuning import data as data_lib
 from translator.tuning import inits, schedule as schedule_lib, step as step_lib, store
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/tune_toy.py", "Prompt-tuning config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the prompt store.", required=True)
 
 TRAIN_FIELDS = ("tokens", "mask", "target_pos", "target_ids", "target_mask")
 EVAL_FIELDS = TRAIN_FIELDS + ("task",)
@@ -267,8 +265,15 @@ def run(cfg, workdir: str) -> dict:
 def main(argv):
   del argv
   distributed.initialize()
-  run(_CONFIG.value, _WORKDIR.value)
+  run(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+def define_flags():
+  """The entry point's flags (defined only when it runs, so modules can be imported together)."""
+  config_flags.DEFINE_config_file("config", "configs/tune_toy.py", "Prompt-tuning config.")
+  flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the prompt store.", required=True)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
