@@ -39,13 +39,14 @@ import logging
 import os
 import random
 import socket
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Callable, Optional, Sequence
+
+from translator.data import dod
 
 SYSTEM_PROMPT = "You are a helpful assistant. Follow the task exactly."
 RETRY_STATUSES = frozenset({408, 429})  # and every 5xx
@@ -116,20 +117,7 @@ def _server_message(body: bytes) -> str:
 
 
 def _atomic_write_json(path: str, obj) -> None:
-  directory = os.path.dirname(path)
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(obj, f, ensure_ascii=False, sort_keys=True)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  dod.atomic_write_text(path, json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 class ChatClient:
