@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 FAMILIES = ("classification", "general")
 TASK_SPLITS = ("train", "test", "novel")
@@ -95,21 +95,32 @@ def format_example(instruction: Optional[str], instance: Instance) -> tuple[str,
 # Files.
 
 
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` (UTF-8) to `path` through a temporary file in the same directory and a rename."""
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+  """Calls `write(tmp)` on a temporary path in `path`'s directory, syncs it to disk and renames it to `path`,
+  so a killed job leaves either the old file or the new one, never half of one."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+  os.close(fd)
   try:
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-      f.write(text)
-      f.flush()
+    write(tmp)
+    with open(tmp, "rb") as f:
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` (UTF-8, "\n" line ends) to `path` atomically (see `atomic_write`)."""
+
+  def write(tmp: str) -> None:
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+      f.write(text)
+
+  atomic_write(path, write)
 
 
 def _task_to_json(task: Task) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Optional
 
 import jax
@@ -63,15 +62,7 @@ def save(directory: str, trainable: dict, record: dict) -> str:
   os.makedirs(directory, exist_ok=True)
   flat = flatten({"encoder": trainable["encoder"], "lora": trainable["lora"]})
   path = os.path.join(directory, WEIGHTS_FILE)
-  fd, tmp = tempfile.mkstemp(prefix=f".{WEIGHTS_FILE}.", suffix=".tmp", dir=directory)
-  os.close(fd)
-  try:
-    save_file(flat, tmp, metadata={"format": FORMAT})
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  dod.atomic_write(path, lambda tmp: save_file(flat, tmp, metadata={"format": FORMAT}))
   dod.atomic_write_text(os.path.join(directory, RECORD_FILE),
                         json.dumps(dict(record, format=FORMAT), indent=1, sort_keys=True) + "\n")
   return directory

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -81,17 +80,8 @@ def write(directory: str, names: Sequence[str], prompts: np.ndarray, tasks: Sequ
     raise ValueError("task names in a prompt store must be unique")
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, PROMPTS_FILE)
-  fd, tmp = tempfile.mkstemp(prefix=f".{PROMPTS_FILE}.", suffix=".tmp", dir=directory)
-  os.close(fd)
-  try:
-    save_file({TENSOR: prompts}, tmp, metadata={"format": FORMAT, "names": json.dumps(names)})
-    with open(tmp, "rb") as f:
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  dod.atomic_write(path, lambda tmp: save_file({TENSOR: prompts}, tmp,
+                                                metadata={"format": FORMAT, "names": json.dumps(names)}))
   meta = {"format": FORMAT, "names": names, "shape": list(prompts.shape), "dtype": "float32",
           "prompts_sha256": sha256_file(path), "tasks": [dict(t, name=n, index=i) for i, (n, t) in
                                                           enumerate(zip(names, tasks))]}
