@@ -29,6 +29,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.dod_dir = ""  # overrides world_dir/dod
   c.task_splits = "train,test,novel"  # the translator's splits to tune prompts for (comma-separated)
   c.max_tasks = 0  # 0 = all; else a seeded sample
+  c.max_tasks_per_split = ""  # e.g. "train=400,test=60": a seeded sample of at most that many per split
   c.lm_path = "translator/assets/lms/base"
   c.lm_dtype = "float32"
   c.seed = 0

@@ -53,6 +53,17 @@ class TrainMetrics(clu_metrics.Collection):
   slots_filled: clu_metrics.Average.from_output("slots_filled")
 
 
+def parse_caps(text: str) -> dict[str, int]:
+  """"train=400,test=60" -> {"train": 400, "test": 60}: a seeded sample of at most that many tasks per split."""
+  caps = {}
+  for part in filter(None, (p.strip() for p in text.split(","))):
+    split, _, count = part.partition("=")
+    if split.strip() not in dod.TASK_SPLITS or not count.strip().isdigit():
+      raise ValueError(f"max_tasks_per_split entry {part!r} is not SPLIT=COUNT with SPLIT in {dod.TASK_SPLITS}")
+    caps[split.strip()] = int(count)
+  return caps
+
+
 def read_tasks(cfg, lm) -> list[dod.Task]:
   """The DoD's tasks of `cfg.task_splits` that have train and valid instances, sorted by name (optionally a
   seeded sample of `cfg.max_tasks`)."""
@@ -76,6 +87,13 @@ def read_tasks(cfg, lm) -> list[dod.Task]:
   if 0 < cfg.max_tasks < len(tasks):
     rng = np.random.default_rng([cfg.seed, zlib.crc32(b"tasks")])
     tasks = [tasks[i] for i in sorted(rng.choice(len(tasks), cfg.max_tasks, replace=False))]
+  caps = parse_caps(cfg.get("max_tasks_per_split", ""))
+  for split, cap in caps.items():
+    of_split = [t for t in tasks if t.split == split]
+    if 0 < cap < len(of_split):
+      rng = np.random.default_rng([cfg.seed, zlib.crc32(split.encode("utf-8"))])
+      keep = {of_split[i].name for i in rng.choice(len(of_split), cap, replace=False)}
+      tasks = [t for t in tasks if t.split != split or t.name in keep]
   if not tasks:
     raise ValueError(f"no task of splits {splits} to tune")
   return tasks

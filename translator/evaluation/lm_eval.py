@@ -176,11 +176,13 @@ def markdown_table(results: Mapping[str, Mapping]) -> str:
 
 
 def lm_generate_fn(lm, *, batch_size: int = 64, max_new_tokens: int = 24, length_multiple: int = 32,
-                   stop_at_newline: bool = True, log_every_s: float = 30.0,
+                   stop_at_newline: bool = True, log_every_s: float = 30.0, add_bos: bool = True,
                    description: str = "") -> GenerateFn:
   """Greedy generation with `lm` (a `translator.LM` with a tokenizer) as a `GenerateFn`.
 
-  Prompts are encoded with BOS, sorted by length, and generated `batch_size` at a time, left-padded to the
+  The function is `generate(prompts, prefixes=None)`: with `prefixes` `[N, P, D]` (soft prompts, in the
+  space of `lm.embed`), row i reads `[prefixes[i]][BOS][prompts[i]]` (BOS only with `add_bos`).
+  Prompts are encoded with BOS (`add_bos`), sorted by length, and generated `batch_size` at a time, left-padded to the
   next multiple of `length_multiple` (the last batch filled with copies of its first prompt), so the
   sampler compiles once per length bucket. With `stop_at_newline`, a row also stops at the newline token
   (the answer ends there; this only saves time). Texts are decoded up to the first stop token.
@@ -191,9 +193,14 @@ def lm_generate_fn(lm, *, batch_size: int = 64, max_new_tokens: int = 24, length
   newline = lm.tokenizer.encode("\n", add_special_tokens=False)
   if stop_at_newline and len(newline) == 1:
     stop_ids += tuple(newline)
-  bos = 1 if lm.config.bos_token_id is not None else 0
+  bos = 1 if add_bos and lm.config.bos_token_id is not None else 0
+  prefix_dtype = lm.embed(np.zeros((1, 1), np.int32)).dtype
 
-  def generate(prompts: Sequence[str]) -> list[str]:
+  def generate(prompts: Sequence[str], prefixes: Optional[np.ndarray] = None) -> list[str]:
+    if prefixes is not None:
+      prefixes = np.asarray(prefixes)
+      if prefixes.ndim != 3 or len(prefixes) != len(prompts) or prefixes.shape[2] != lm.config.hidden_size:
+        raise ValueError(f"prefixes must be [N={len(prompts)}, P, D={lm.config.hidden_size}], got {prefixes.shape}")
     lengths = [len(lm.tokenizer.encode(p, add_special_tokens=False)) + bos for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     out: list[Optional[str]] = [None] * len(prompts)
@@ -202,8 +209,11 @@ def lm_generate_fn(lm, *, batch_size: int = 64, max_new_tokens: int = 24, length
       chunk = order[start:start + batch_size]
       rows = [prompts[i] for i in chunk] + [prompts[chunk[0]]] * (batch_size - len(chunk))
       length = -(-max(lengths[i] for i in chunk) // length_multiple) * length_multiple
-      ids, mask = lm.encode(rows, add_bos=True, length=length)
-      new = sampler.sample(lm.params, lm.config, jnp.asarray(ids), mask=jnp.asarray(mask),
+      ids, mask = lm.encode(rows, add_bos=bool(bos), length=length)
+      prefix = None
+      if prefixes is not None:
+        prefix = jnp.asarray(prefixes[chunk + [chunk[0]] * (batch_size - len(chunk))], prefix_dtype)
+      new = sampler.sample(lm.params, lm.config, jnp.asarray(ids), mask=jnp.asarray(mask), embedded_prefix=prefix,
                            max_new_tokens=max_new_tokens, eos_ids=stop_ids, pad_id=lm.pad_id).tokens
       new = np.asarray(new)
       for j, i in enumerate(chunk):

@@ -1,0 +1,107 @@
+r"""The embedded default: the paper's comparisons on the synthetic world with the project's shipped LMs.
+
+Local (the README's main command; about 20 minutes on a 2-core CPU):
+  python -m experiments.reproduce --config configs/default.py --workdir /tmp/reproduce
+Other LMs of the world (e.g. fresh from launch/build_world.sh):
+  python -m experiments.reproduce --config configs/default.py --workdir /tmp/reproduce \
+      --config.base_lm=/tmp/world/base/hf --config.target_lm=/tmp/world/target/hf
+The target as an OpenAI-compatible API (key in $OPENAI_API_KEY, never written anywhere):
+  ... --config.target.kind=api --config.target.base_url=https://api.openai.com/v1 \
+      --config.target.model=gpt-4o-mini
+A smoke run (a few tasks and steps, minutes with tiny LMs): `--config configs/default.py:smoke`.
+TPU pod (every stage is sharded over the mesh; only process 0 writes):
+  bash launch/tpu_pod.sh NAME ZONE "python -m experiments.reproduce --config configs/default.py \
+      --workdir ~/reproduce"
+Restarting the same command reuses every finished stage in the workdir and resumes the unfinished one.
+
+Sizes. The full world has 2,148 tasks; on a CPU the default tunes prompts for a sample of them
+(`tune.max_tasks_per_split`) with at most `tune.data.max_train_per_task` examples and `tune.max_epochs`
+epochs each, and executes prompts on `eval.instances_per_task` test instances per held-out task. At paper
+scale (a TPU pod), set the caps to 0 (all).
+"""
+
+import os
+
+import ml_collections
+
+from configs import translator_paper
+from configs import tune_toy
+import translator
+from translator.baselines import inspect_baseline
+
+# The shipped LMs, wherever the package is installed.
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(translator.__file__)), "assets", "lms")
+BASE_LM = os.path.join(ASSETS, "base")
+TARGET_LM = os.path.join(ASSETS, "target")
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  args = [a for a in arg.split(",") if a]
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # The DoD: "" = the synthetic world's default config, regenerated into WORKDIR/world (deterministic, seconds),
+  # the world the shipped LMs were trained on; or a DoD folder (dod.write_dod).
+  c.dod_dir = ""
+  c.world = "default"  # translator.data.synthetic: "default" | "small" (only when dod_dir is "")
+  c.base_lm = BASE_LM  # the source LM: soft prompts are tuned on it, the paper's translator decodes with it
+  c.target_lm = TARGET_LM  # the larger LM of the portability experiment
+  c.lm_dtype = "float32"
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+  # ----- Stage 1: soft prompts for every task (experiments.tune_prompts) ---------------------------------------
+  c.tune = tune_toy.get_config()
+  c.tune.task_splits = "train,test,novel"  # train: the translator's data; test, novel: evaluation
+  c.tune.max_tasks_per_split = "train=480,test=64,novel=24"
+  c.tune.data.update(max_train_per_task=96, max_valid_per_task=16)
+  c.tune.max_epochs, c.tune.patience = 6, 2
+  c.tune.optimizer.lr = 1e-2  # few updates per task on a CPU: a larger step than the paper's 1e-4
+  c.tune.tasks_per_step = 16
+  c.tune.final_eval.max_examples_per_task = 16
+  c.tune.log_every = 100
+
+  # ----- Stage 2: the translator (experiments.train_translator) ------------------------------------------------
+  c.translator = translator_paper.get_config()
+  c.translator.epochs = 5
+  c.translator.batch_size = 32
+  c.translator.optimizer.lr = 1e-3
+  c.translator.data.paraphrases = -1  # every wording of each training task's instruction
+  c.translator.final_splits = ""  # reproduce translates the evaluated tasks itself
+  c.translator.log_every = 100
+
+  # ----- Stage 3: hard prompts from the training-free baselines ------------------------------------------------
+  c.methods = "translator,inspect,nearest_token"  # comma-separated; each gives one hard prompt per task
+  c.inspect = inspect_baseline.inspect_config()  # translator/baselines/inspect_baseline.py: InspectConfig
+  c.inspect.update(num_select_prompts=50,  # training prompts on which the (source, target) layer pair is chosen
+                   source_layers=(), target_layers=(),  # () = every layer 0..L
+                   batch_size=64)
+  c.nearest_token = ml_collections.ConfigDict(dict(exclude_special=True))
+
+  # ----- Stage 4: evaluation -------------------------------------------------------------------------------------
+  c.eval = ml_collections.ConfigDict(dict(
+      task_splits="test,novel",  # held-out tasks (test: reported; novel: never in pretraining, apart)
+      instances_per_task=12,  # test instances per task on which every prompt is executed
+      num_demos=3,  # few-shot
+      max_new_tokens=24, batch_size=64))
+  # Models prompts are executed on: kind "local" (a load_lm folder) or "api" (OpenAI-compatible).
+  c.base = ml_collections.ConfigDict(dict(kind="local", path=c.get_ref("base_lm")))
+  c.target = ml_collections.ConfigDict(dict(
+      kind="local", path=c.get_ref("target_lm"),
+      base_url="", model="", api_key_env="OPENAI_API_KEY", concurrency=8, timeout_s=60.0, max_retries=5,
+      cache_dir=""))  # api: "" = WORKDIR/api_cache
+
+  if "smoke" in args:
+    c.world = "small"
+    c.tune.max_tasks_per_split = "train=24,test=6,novel=4"
+    c.tune.prompt_length = 4
+    c.tune.data.update(max_train_per_task=16, max_valid_per_task=4)
+    c.tune.max_epochs, c.tune.patience = 2, 1
+    c.tune.examples_per_task, c.tune.tasks_per_step = 4, 4
+    c.tune.eval_batch_size = 8
+    c.tune.final_eval.update(batch_size=8, max_new_tokens=8, max_examples_per_task=4)
+    c.tune.log_every, c.tune.checkpoint_every = 5, 20
+    c.translator.epochs, c.translator.batch_size, c.translator.max_steps_per_epoch = 2, 8, 4
+    c.translator.max_new_tokens, c.translator.eval_batch_size = 12, 8
+    c.translator.log_every, c.translator.checkpoint_every = 2, 4
+    c.inspect.update(num_select_prompts=4, max_new_tokens=12, batch_size=16)
+    c.eval.update(instances_per_task=3, max_new_tokens=8, batch_size=16)
+  return c

@@ -1,0 +1,346 @@
+r"""The paper's comparisons in one command: tune -> translator -> baselines -> execution -> results.
+
+  python -m experiments.reproduce --config configs/default.py --workdir /tmp/reproduce
+
+Stages. Each reads the previous stage's output from the workdir and is skipped when its own output is
+there, so rerunning the command reuses finished stages (tuning and translator training also resume from
+their checkpoints in the middle of a stage). Delete a stage's folder to redo it.
+
+  world          WORKDIR/world/dod        the synthetic DoD (deterministic, seconds), unless config.dod_dir
+  tune           WORKDIR/tune/            experiments.tune_prompts on the base LM -> the prompt store
+  translator     WORKDIR/translator/      experiments.train_translator (prompts of the DoD's "train" tasks)
+  hard_prompts   WORKDIR/hard_prompts/{method}.json   task -> hard prompt, for every evaluated task;
+                 inspect_layers.json: InSPEcT's (source, target) layer sweep on training prompts
+  translation    the hard prompts against the instructions (ROUGE-L, MiniLM cosine, class R/P/F1)
+  execution      WORKDIR/execution/{prompt}@{model}.json  per-task scores and predictions of every prompt
+                 kind (soft on base; gold, methods, zero_shot, few_shot on base and target)
+  report         WORKDIR/results.json, results.md (printed), figures/*.png
+
+results.json (documented in the README):
+  translation[family][method]        {rouge_l, cosine, n_tasks} (+ class_recall, class_precision, class_f1 for
+                                     "classification"), family in all | classification | general
+  execution[family]["<prompt>@<model>"]  {exact_match, rouge_l, n_tasks, n}
+  both on the DoD's held-out "test" tasks; the same for the never-pretrained "novel" tasks under
+  results["novel"]; inspect_layers, timing (seconds per stage), config.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+from absl import app, flags, logging
+import jax
+from jax.experimental import multihost_utils
+from ml_collections import config_flags
+import numpy as np
+
+import translator
+from translator import distributed
+from translator.baselines import inspect_baseline, nearest_token
+from translator.data import dod, synthetic
+from translator.evaluation import lm_eval, portability, report, translation_quality
+from translator.execution import api
+from translator.translation import export as translator_export
+from translator.tuning import store
+
+from experiments import train_translator, tune_prompts
+
+METHODS = ("translator", "inspect", "nearest_token")
+
+
+def _is_main() -> bool:
+  return jax.process_index() == 0
+
+
+def _write_json(path: str, obj) -> None:
+  if _is_main():
+    dod.atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def _read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+class Stages:
+  """Runs each stage at most once per workdir and times it."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.timing = {}
+    path = os.path.join(workdir, "timing.json")
+    if os.path.exists(path):
+      self.timing = _read_json(path)
+
+  def run(self, name: str, done: bool, fn):
+    if done:
+      logging.info("stage %s: reused from %s", name, self.workdir)
+      return None
+    logging.info("stage %s: running", name)
+    start = time.perf_counter()
+    out = fn()
+    self.timing[name] = round(time.perf_counter() - start, 1)
+    logging.info("stage %s: done in %.1f s", name, self.timing[name])
+    _write_json(os.path.join(self.workdir, "timing.json"), self.timing)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stages.
+
+
+def world_dir(cfg, workdir: str) -> str:
+  """The DoD folder: config.dod_dir, or the synthetic world written into WORKDIR/world/dod."""
+  if cfg.dod_dir:
+    return cfg.dod_dir
+  directory = os.path.join(workdir, "world", "dod")
+  if not os.path.exists(os.path.join(directory, dod.MANIFEST_FILE)):  # written last by write_dod
+    if cfg.world not in ("default", "small"):
+      raise ValueError(f"config.world {cfg.world!r} is not 'default' or 'small'")
+    world = synthetic.default_config() if cfg.world == "default" else synthetic.small_config()
+    if _is_main():
+      tasks = synthetic.generate(world)
+      dod.write_dod(tasks, directory, metadata={"generator": "translator.data.synthetic",
+                                                "config": json.loads(world.to_json())})
+    multihost_utils.sync_global_devices("world written")
+  return directory
+
+
+def stage_configs(cfg, workdir: str, dod_dir: str):
+  tune = cfg.tune.copy_and_resolve_references()
+  tune.unlock()
+  tune.dod, tune.dod_dir, tune.world_dir = "dir", dod_dir, ""
+  tune.lm_path, tune.lm_dtype, tune.seed = cfg.base_lm, cfg.lm_dtype, cfg.seed
+  tune.mesh = cfg.mesh
+  tr = cfg.translator.copy_and_resolve_references()
+  tr.unlock()
+  tr.dod_dir, tr.world_dir = dod_dir, ""
+  tr.lm_path = tr.lm_path if tr.lm_path != translator_default_lm() else cfg.base_lm
+  tr.lm_dtype, tr.seed, tr.mesh = cfg.lm_dtype, cfg.seed, cfg.mesh
+  tr.stores = (os.path.join(workdir, "tune", "prompts"),)
+  return tune, tr
+
+
+def translator_default_lm() -> str:
+  from configs import translator_paper  # pylint: disable=g-import-not-at-top
+  return translator_paper.get_config().lm_path
+
+
+def evaluated_tasks(cfg, tasks_by_name, store_names) -> list[dod.Task]:
+  splits = [s.strip() for s in cfg.eval.task_splits.split(",") if s.strip()]
+  chosen = [tasks_by_name[n] for n in store_names if tasks_by_name[n].split in splits]
+  if not chosen:
+    raise ValueError(f"the prompt store has no task of the evaluated splits {splits}: tune them "
+                     "(config.tune.task_splits)")
+  return sorted(chosen, key=lambda t: t.name)
+
+
+def hard_prompts_stage(cfg, workdir, base_lm_fn, names, prompts, tasks_by_name, eval_tasks, methods, similarity_fn):
+  """Writes WORKDIR/hard_prompts/{method}.json (task -> text) for the methods not yet there."""
+  out_dir = os.path.join(workdir, "hard_prompts")
+  row = {n: r for r, n in enumerate(names)}
+  eval_rows = [row[t.name] for t in eval_tasks]
+  for method in methods:
+    path = os.path.join(out_dir, f"{method}.json")
+    if os.path.exists(path):
+      logging.info("hard prompts of %s: reused %s", method, path)
+      continue
+    start = time.perf_counter()
+    lm = base_lm_fn()
+    if method == "translator":
+      t = translator_export.load(os.path.join(workdir, "translator", "translator"), mesh=lm.mesh)
+      texts = t.translate(prompts[eval_rows], batch_size=cfg.translator.eval_batch_size)
+    elif method == "nearest_token":
+      texts = nearest_token.project(lm, prompts[eval_rows], exclude_special=cfg.nearest_token.exclude_special).texts
+    elif method == "inspect":
+      texts = _inspect(cfg, workdir, lm, names, prompts, tasks_by_name, eval_tasks, similarity_fn)
+    else:
+      raise ValueError(f"method {method!r} is not one of {METHODS}")
+    hard = {t.name: text for t, text in zip(eval_tasks, texts)}
+    _write_json(path, hard)
+    logging.info("hard prompts of %s: %d tasks in %.1f s, e.g. %r -> %r", method, len(hard),
+                 time.perf_counter() - start, eval_tasks[0].instruction, texts[0])
+
+
+def _inspect(cfg, workdir, lm, names, prompts, tasks_by_name, eval_tasks, similarity_fn) -> list[str]:
+  """InSPEcT hard prompts of `eval_tasks`: the layer pair is chosen on training prompts (once; kept in
+  hard_prompts/inspect_layers.json), demonstrations come from training tasks."""
+  del similarity_fn  # the layer sweep scores with MiniLM cosine to the gold text, as the paper
+  icfg = inspect_baseline.InspectConfig.from_config(cfg.inspect)
+  icfg = dataclasses.replace(icfg, seed=cfg.seed)
+  train_tasks = [tasks_by_name[n] for n in names if tasks_by_name[n].split == "train"]
+  if not train_tasks:
+    raise ValueError("InSPEcT chooses its layers on training prompts, but the prompt store has no 'train' task")
+  row = {n: r for r, n in enumerate(names)}
+  p = prompts.shape[1]
+  layers_path = os.path.join(workdir, "hard_prompts", "inspect_layers.json")
+  if os.path.exists(layers_path):
+    chosen = _read_json(layers_path)
+  else:
+    select = [train_tasks[i] for i in inspect_baseline.selection_indices(len(train_tasks), icfg)]
+    targets = inspect_baseline.target_prompts([t.family for t in select], train_tasks, p, icfg,
+                                              names=[t.name for t in select])
+    best, table = inspect_baseline.select_layers(lm, prompts[[row[t.name] for t in select]], targets,
+                                                 [inspect_baseline.gold_reference(t) for t in select], icfg)
+    chosen = {"layers": list(best), "sweep": table, "prompts": [t.name for t in select]}
+    _write_json(layers_path, chosen)
+  logging.info("InSPEcT layers (source, target) = %s", chosen["layers"])
+  targets = inspect_baseline.target_prompts([t.family for t in eval_tasks], train_tasks, p, icfg,
+                                            names=[t.name for t in eval_tasks])
+  texts = inspect_baseline.describe(lm, prompts[[row[t.name] for t in eval_tasks]], targets,
+                                    tuple(chosen["layers"]), icfg)
+  return [inspect_baseline.hard_prompt(t, text) for t, text in zip(eval_tasks, texts)]
+
+
+def executor(model_cfg, name: str, workdir: str, lm_fn, cfg):
+  """A GenerateFn for the model `name` ("base" | "target") of config."""
+  if model_cfg.kind == "local":
+    return lm_eval.lm_generate_fn(lm_fn(), batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                                  description=name)
+  if model_cfg.kind == "api":
+    if not (model_cfg.base_url and model_cfg.model):
+      raise ValueError(f"config.{name}.kind='api' needs config.{name}.base_url and config.{name}.model")
+    client = api.ChatClient(model_cfg.base_url, model_cfg.model, api_key_env=model_cfg.api_key_env or None,
+                            max_tokens=cfg.eval.max_new_tokens, concurrency=model_cfg.concurrency,
+                            timeout_s=model_cfg.timeout_s, max_retries=model_cfg.max_retries,
+                            cache_dir=model_cfg.cache_dir or os.path.join(workdir, "api_cache", name))
+    return api.as_generate_fn(client)
+  raise ValueError(f"config.{name}.kind {model_cfg.kind!r} is not 'local' or 'api'")
+
+
+def execution_stage(cfg, workdir, eval_tasks, names, prompts, hard, lms, layout):
+  """Runs every cell not yet in WORKDIR/execution; returns {cell: score}."""
+  out_dir = os.path.join(workdir, "execution")
+  prompt_kinds = ["soft", "gold"] + list(hard) + list(portability.BASELINE_PROMPTS)
+  results = {}
+  for model in ("base", "target"):
+    model_cfg = cfg[model]
+    for kind in prompt_kinds:
+      if kind == "soft" and model != "base":
+        continue
+      name = portability.cell(kind, model)
+      path = os.path.join(out_dir, f"{name}.json")
+      if os.path.exists(path):
+        results[name] = _read_json(path)["score"]
+        continue
+      start = time.perf_counter()
+      items = portability.build_items(eval_tasks, kind, hard_prompts=hard.get(kind),
+                                      instances_per_task=cfg.eval.instances_per_task,
+                                      num_demos=cfg.eval.num_demos, seed=cfg.seed)
+      if kind == "soft":
+        lm = lms["base"]()
+        bos = None
+        if layout["prompt_position"] == "after_bos":
+          bos = np.asarray(lm.embed(np.array([[lm.config.bos_token_id]])))[0, 0]
+        prefixes = portability.soft_prefixes(items, names, prompts, bos)
+        generate = lm_eval.lm_generate_fn(lm, batch_size=cfg.eval.batch_size,
+                                          max_new_tokens=cfg.eval.max_new_tokens,
+                                          add_bos=layout["prompt_position"] == "before_bos", description=name)
+        score, predictions = portability.run_cell(generate, items, prefixes)
+      else:
+        generate = executor(model_cfg, model, workdir, lms[model], cfg)
+        score, predictions = portability.run_cell(generate, items)
+      results[name] = score
+      _write_json(path, {"score": score, "predictions": [
+          {"task": it.task, "index": it.index, "prediction": p, "gold": it.gold} for it, p in zip(items, predictions)]})
+      logging.info("%-26s exact match %s  (%d prompts, %.1f s)", name,
+                   {s: round(g["all"]["exact_match"], 3) for s, g in score["summary"].items()}, len(items),
+                   time.perf_counter() - start)
+  return results
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The whole pipeline.
+
+
+def run(cfg, workdir: str) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  _write_json(os.path.join(workdir, "config.json"), json.loads(cfg.to_json_best_effort()))
+  stages = Stages(workdir)
+  methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
+  for m in methods:
+    if m not in METHODS:
+      raise ValueError(f"config.methods: {m!r} is not one of {METHODS}")
+  for name in ("base", "target"):
+    if cfg[name].kind == "local" and not os.path.exists(os.path.join(cfg[name].path, "config.json")):
+      raise FileNotFoundError(
+          f"config.{name}.path={cfg[name].path!r} holds no LM (no config.json). The embedded default ships its "
+          f"LMs in translator/assets/lms; else build them (bash launch/build_world.sh DIR) and pass "
+          f"--config.base_lm=DIR/base/hf --config.target_lm=DIR/target/hf")
+
+  # ----- World, tuning, translator ---------------------------------------------------------------------------
+  dod_dir = world_dir(cfg, workdir)
+  tune_cfg, tr_cfg = stage_configs(cfg, workdir, dod_dir)
+  store_dir = os.path.join(workdir, "tune", "prompts")
+  stages.run("tune", os.path.exists(os.path.join(store_dir, "metadata.json")),
+             lambda: tune_prompts.run(tune_cfg, os.path.join(workdir, "tune")))
+  if "translator" in methods:
+    stages.run("translator", os.path.exists(os.path.join(workdir, "translator", "translator", "translator.json")),
+               lambda: train_translator.run(tr_cfg, os.path.join(workdir, "translator")))
+
+  names, prompts, meta = store.read(store_dir)
+  prompts = np.asarray(prompts, np.float32)
+  layout = {"prompt_position": next(iter(meta.values())).get("prompt_position", "before_bos")}
+  tasks_by_name = {t.name: t for t in dod.read_dod(dod_dir)}
+  eval_tasks = evaluated_tasks(cfg, tasks_by_name, names)
+
+  # ----- LMs, loaded once and only when a stage needs them ------------------------------------------------------
+  mesh = translator.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+  cache = {}
+
+  def lm_of(name):
+    def get():
+      if name not in cache:
+        cache[name] = translator.load_lm(cfg[name].path, cfg.lm_dtype, mesh=mesh)
+      return cache[name]
+    return get
+
+  lms = {"base": lm_of("base"), "target": lm_of("target")}
+  similarity_fn = translation_quality.default_similarity
+
+  # ----- Hard prompts, their quality, their execution -------------------------------------------------------------
+  hard_dir = os.path.join(workdir, "hard_prompts")
+  stages.run("hard_prompts", all(os.path.exists(os.path.join(hard_dir, f"{m}.json")) for m in methods),
+             lambda: hard_prompts_stage(cfg, workdir, lms["base"], names, prompts, tasks_by_name, eval_tasks,
+                                        methods, similarity_fn))
+  hard = {m: _read_json(os.path.join(hard_dir, f"{m}.json")) for m in methods}
+  quality_path = os.path.join(workdir, "translation.json")
+  stages.run("translation", os.path.exists(quality_path), lambda: _write_json(quality_path, {
+      m: translation_quality.score(eval_tasks, hard[m], similarity_fn) for m in methods}))
+  quality = _read_json(quality_path)
+  execution = {}
+  stages.run("execution", False, lambda: execution.update(
+      execution_stage(cfg, workdir, eval_tasks, names, prompts, hard, lms, layout)))
+
+  # ----- Report ---------------------------------------------------------------------------------------------
+  inspect_layers = None
+  if os.path.exists(os.path.join(hard_dir, "inspect_layers.json")):
+    inspect_layers = _read_json(os.path.join(hard_dir, "inspect_layers.json"))
+  results = report.results(quality, execution, inspect_layers=inspect_layers, timing=stages.timing,
+                           config=json.loads(cfg.to_json_best_effort()))
+  table = report.markdown(results)
+  if _is_main():
+    _write_json(os.path.join(workdir, "results.json"), results)
+    dod.atomic_write_text(os.path.join(workdir, "results.md"), table)
+    report.figures(results, quality, execution, os.path.join(workdir, "figures"))
+  print(table)
+  return results
+
+
+def main(argv):
+  del argv
+  distributed.initialize()
+  run(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+def define_flags():
+  """The entry point's flags (defined only when it runs, so modules can be imported together)."""
+  config_flags.DEFINE_config_file("config", "configs/default.py", "Reproduction config.")
+  flags.DEFINE_string("workdir", None, "Every stage's output, results.json, results.md and figures/.",
+                      required=True)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,70 @@
+"""experiments.reproduce end to end on tiny random LMs: every stage runs, results.json has the documented
+layout, and a rerun reuses every stage."""
+
+import json
+import os
+
+import pytest
+
+from configs import default as default_config
+from experiments import reproduce
+from tests import fixtures
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  root = tmp_path_factory.mktemp("reproduce")
+  world, _ = fixtures.make_world(str(root / "world"))
+  tok = os.path.join(world, "tokenizer")
+  base = fixtures.make_tiny_lm(str(root / "base"), tok, seed=0)
+  target = fixtures.make_tiny_lm(str(root / "target"), tok, seed=1, hidden_size=48, intermediate_size=96,
+                                 num_hidden_layers=3, head_dim=12)
+  cfg = default_config.get_config("smoke")
+  cfg.dod_dir = os.path.join(world, "dod")
+  cfg.base_lm, cfg.target_lm = base, target
+  workdir = str(root / "run")
+  results = reproduce.run(cfg, workdir)
+  return cfg, workdir, results
+
+
+def test_results_have_every_method_and_cell(setup):
+  _, workdir, results = setup
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f) == json.loads(json.dumps(results))
+  for family in ("general", "classification"):
+    for method in ("translator", "inspect", "nearest_token"):
+      entry = results["translation"][family][method]
+      keys = {"rouge_l", "cosine"} | ({"class_recall", "class_precision", "class_f1"} if family == "classification"
+                                      else set())
+      assert keys <= set(entry) and all(0.0 <= entry[k] <= 1.0 for k in keys)
+    cells = results["execution"][family]
+    expected = {"soft@base"} | {f"{p}@{m}" for p in ("gold", "translator", "inspect", "nearest_token", "zero_shot",
+                                                    "few_shot") for m in ("base", "target")}
+    assert set(cells) == expected
+    assert all(0.0 <= c["exact_match"] <= 1.0 and c["n"] > 0 for c in cells.values())
+  assert "novel" in results and results["novel"]["execution"]["all"]["soft@base"]["n_tasks"] > 0
+  s, t = results["inspect_layers"]["source_target"]
+  assert 0 <= s <= 2 and 0 <= t <= 2  # the base LM has 2 layers: 0..2
+  for name in ("results.md", "figures/methods.png", "figures/execution.png", "figures/translation_vs_soft.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0
+  with open(os.path.join(workdir, "hard_prompts", "translator.json")) as f:
+    hard = json.load(f)
+  assert len(hard) == results["translation"]["all"]["translator"]["n_tasks"] + \
+      results["novel"]["translation"]["all"]["translator"]["n_tasks"]
+
+
+def test_a_rerun_reuses_every_stage(setup):
+  cfg, workdir, results = setup
+  stamps = {p: os.path.getmtime(os.path.join(workdir, p)) for p in (
+      "tune/prompts/metadata.json", "translator/translator/translator.json", "hard_prompts/inspect.json",
+      "execution/soft@base.json", "translation.json")}
+  again = reproduce.run(cfg, workdir)
+  assert {p: os.path.getmtime(os.path.join(workdir, p)) for p in stamps} == stamps
+  assert again["translation"] == results["translation"] and again["execution"] == results["execution"]
+
+
+def test_missing_lm_names_the_path_and_the_way_out(tmp_path):
+  cfg = default_config.get_config("smoke")
+  cfg.base_lm = cfg.target_lm = str(tmp_path / "nowhere")
+  with pytest.raises(FileNotFoundError, match="nowhere.*holds no LM.*build_world"):
+    reproduce.run(cfg, str(tmp_path / "run"))
