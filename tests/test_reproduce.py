@@ -68,3 +68,42 @@ def test_missing_lm_names_the_path_and_the_way_out(tmp_path):
   cfg.base_lm = cfg.target_lm = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="nowhere.*holds no LM.*build_world"):
     reproduce.run(cfg, str(tmp_path / "run"))
+
+
+def test_the_target_can_be_an_openai_compatible_api(setup, tmp_path):
+  """The target cells rerun through the project's own server on loopback (serving the target LM): every
+  target cell is scored, each answer came over HTTP and is in the on-disk cache."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+
+  import translator  # pylint: disable=g-import-not-at-top
+  from configs import serve_openai as serve_config  # pylint: disable=g-import-not-at-top
+  from experiments import serve_openai  # pylint: disable=g-import-not-at-top
+
+  cfg, workdir, results = setup
+  work = str(tmp_path / "run")
+  shutil.copytree(workdir, work)
+  for name in os.listdir(os.path.join(work, "execution")):
+    if name.endswith("@target.json"):
+      os.remove(os.path.join(work, "execution", name))
+  scfg = serve_config.get_config()
+  scfg.model_name, scfg.port, scfg.api_key_env = "target", 0, ""
+  scfg.min_batch = scfg.max_batch = 8
+  server = serve_openai.build_server(translator.load_lm(cfg.target_lm), scfg)
+  thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+  thread.start()
+  try:
+    api_cfg = cfg.copy_and_resolve_references()
+    api_cfg.target.update(kind="api", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", model="target",
+                          api_key_env="", concurrency=4, timeout_s=60.0)
+    again = reproduce.run(api_cfg, work)
+  finally:
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+  cells = again["execution"]["all"]
+  assert {c for c in cells if c.endswith("@target")} == {c for c in results["execution"]["all"] if c.endswith("@target")}
+  assert cells["soft@base"] == results["execution"]["all"]["soft@base"]  # base cells reused
+  answers = [f for _, _, fs in os.walk(os.path.join(work, "api_cache", "target")) for f in fs if f.endswith(".json")]
+  n_prompts = sum(1 for name in os.listdir(os.path.join(work, "execution")) if name.endswith("@target.json"))
+  assert n_prompts == 6 and len(answers) > 0
