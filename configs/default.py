@@ -51,9 +51,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # ----- Stage 1: soft prompts for every task (experiments.tune_prompts) ---------------------------------------
   c.tune = tune_toy.get_config()
   c.tune.task_splits = "train,test,novel"  # train: the translator's data; test, novel: evaluation
-  c.tune.max_tasks_per_split = "train=480,test=64,novel=24"
-  c.tune.data.update(max_train_per_task=96, max_valid_per_task=16)
-  c.tune.max_epochs, c.tune.patience = 6, 2
+  c.tune.max_tasks_per_split = "train=400,test=64,novel=24"
+  c.tune.data.update(max_train_per_task=64, max_valid_per_task=16)
+  c.tune.max_epochs, c.tune.patience = 4, 2
   c.tune.optimizer.lr = 1e-2  # few updates per task on a CPU: a larger step than the paper's 1e-4
   c.tune.tasks_per_step = 16
   c.tune.final_eval.max_examples_per_task = 16
@@ -61,7 +61,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   # ----- Stage 2: the translator (experiments.train_translator) ------------------------------------------------
   c.translator = translator_paper.get_config()
-  c.translator.epochs = 5
+  c.translator.epochs = 6  # validation ROUGE-L peaks around epoch 6 on the default (noisy: 40 tasks)
   c.translator.batch_size = 32
   c.translator.optimizer.lr = 1e-3
   c.translator.data.paraphrases = -1  # every wording of each training task's instruction

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import time
+from typing import Optional
 
 from absl import app, flags, logging
 import jax
@@ -64,16 +65,35 @@ def _read_json(path: str):
 
 
 class Stages:
-  """Runs each stage at most once per workdir and times it."""
+  """Runs each stage at most once per workdir, times it, and refuses to mix configs: the settings a stage
+  ran with are kept in WORKDIR/stages.json, and reusing (or resuming) it under other settings is an error."""
 
   def __init__(self, workdir: str):
     self.workdir = workdir
-    self.timing = {}
-    path = os.path.join(workdir, "timing.json")
-    if os.path.exists(path):
-      self.timing = _read_json(path)
+    self.timing, self.settings = {}, {}
+    for name, attr in (("timing.json", "timing"), ("stages.json", "settings")):
+      path = os.path.join(workdir, name)
+      if os.path.exists(path):
+        setattr(self, attr, _read_json(path))
 
-  def run(self, name: str, done: bool, fn):
+  def check(self, name: str, settings, started: bool) -> None:
+    """Records the settings of stage `name`; an error if some of its output (`started`) came from others."""
+    # Paths inside the workdir count relative to it, so a moved or copied workdir is still reused.
+    settings = json.loads(json.dumps(settings, sort_keys=True, default=str).replace(
+        os.path.abspath(self.workdir), "WORKDIR").replace(self.workdir, "WORKDIR"))
+    old = self.settings.get(name)
+    if started and old is not None and old != settings:
+      changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k)) if isinstance(
+          old, dict) and isinstance(settings, dict) else ["(settings)"]
+      raise ValueError(f"{self.workdir} holds stage {name!r} made with other settings (changed: {changed[:8]}); "
+                       f"use another workdir, or delete that stage's output")
+    if old != settings:
+      self.settings[name] = settings
+      _write_json(os.path.join(self.workdir, "stages.json"), self.settings)
+
+  def run(self, name: str, settings, done: bool, fn, started: Optional[bool] = None):
+    """Runs `fn` unless `done`. `started`: whether any output of the stage exists (default: `done`)."""
+    self.check(name, settings, done if started is None else started)
     if done:
       logging.info("stage %s: reused from %s", name, self.workdir)
       return None
@@ -273,11 +293,15 @@ def run(cfg, workdir: str) -> dict:
   dod_dir = world_dir(cfg, workdir)
   tune_cfg, tr_cfg = stage_configs(cfg, workdir, dod_dir)
   store_dir = os.path.join(workdir, "tune", "prompts")
-  stages.run("tune", os.path.exists(os.path.join(store_dir, "metadata.json")),
-             lambda: tune_prompts.run(tune_cfg, os.path.join(workdir, "tune")))
+  tune_s = tune_cfg.to_dict()
+  stages.run("tune", tune_s, os.path.exists(os.path.join(store_dir, "metadata.json")),
+             lambda: tune_prompts.run(tune_cfg, os.path.join(workdir, "tune")),
+             started=os.path.exists(os.path.join(workdir, "tune", "checkpoints")))
+  tr_s = {"translator": tr_cfg.to_dict(), "tune": tune_s}
   if "translator" in methods:
-    stages.run("translator", os.path.exists(os.path.join(workdir, "translator", "translator", "translator.json")),
-               lambda: train_translator.run(tr_cfg, os.path.join(workdir, "translator")))
+    stages.run("translator", tr_s, os.path.exists(os.path.join(workdir, "translator", "translator", "translator.json")),
+               lambda: train_translator.run(tr_cfg, os.path.join(workdir, "translator")),
+               started=os.path.exists(os.path.join(workdir, "translator", "checkpoints")))
 
   names, prompts, meta = store.read(store_dir)
   prompts = np.asarray(prompts, np.float32)
@@ -301,16 +325,26 @@ def run(cfg, workdir: str) -> dict:
 
   # ----- Hard prompts, their quality, their execution -------------------------------------------------------------
   hard_dir = os.path.join(workdir, "hard_prompts")
-  stages.run("hard_prompts", all(os.path.exists(os.path.join(hard_dir, f"{m}.json")) for m in methods),
+  hard_s = {"methods": methods, "inspect": cfg.inspect.to_dict(), "nearest_token": cfg.nearest_token.to_dict(),
+            "eval_splits": cfg.eval.task_splits, "base_lm": cfg.base_lm, "tune": tune_s,
+            "translator": tr_s if "translator" in methods else None}
+  stages.run("hard_prompts", hard_s, all(os.path.exists(os.path.join(hard_dir, f"{m}.json")) for m in methods),
              lambda: hard_prompts_stage(cfg, workdir, lms["base"], names, prompts, tasks_by_name, eval_tasks,
-                                        methods, similarity_fn))
+                                        methods, similarity_fn),
+             started=os.path.isdir(hard_dir) and bool(os.listdir(hard_dir)))
   hard = {m: _read_json(os.path.join(hard_dir, f"{m}.json")) for m in methods}
   quality_path = os.path.join(workdir, "translation.json")
-  stages.run("translation", os.path.exists(quality_path), lambda: _write_json(quality_path, {
-      m: translation_quality.score(eval_tasks, hard[m], similarity_fn) for m in methods}))
+  stages.run("translation", {"hard_prompts": hard_s}, os.path.exists(quality_path),
+             lambda: _write_json(quality_path, {m: translation_quality.score(eval_tasks, hard[m], similarity_fn)
+                                                for m in methods}))
   quality = _read_json(quality_path)
   execution = {}
-  stages.run("execution", False, lambda: execution.update(
+  exec_dir = os.path.join(workdir, "execution")
+  for model in ("base", "target"):  # cells are written one by one; a model's settings cover its cells
+    cells = [f for f in (os.listdir(exec_dir) if os.path.isdir(exec_dir) else []) if f.endswith(f"@{model}.json")]
+    stages.check(f"execution@{model}", {"eval": cfg.eval.to_dict(), model: cfg[model].to_dict(),
+                                        "hard_prompts": hard_s}, started=bool(cells))
+  stages.run("execution", None, False, lambda: execution.update(
       execution_stage(cfg, workdir, eval_tasks, names, prompts, hard, lms, layout)))
 
   # ----- Report ---------------------------------------------------------------------------------------------

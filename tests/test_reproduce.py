@@ -63,6 +63,18 @@ def test_a_rerun_reuses_every_stage(setup):
   assert again["translation"] == results["translation"] and again["execution"] == results["execution"]
 
 
+def test_a_rerun_with_other_settings_is_refused(setup):
+  cfg, workdir, _ = setup
+  changed = cfg.copy_and_resolve_references()
+  changed.tune.max_epochs = 3
+  with pytest.raises(ValueError, match="stage 'tune' made with other settings.*max_epochs"):
+    reproduce.run(changed, workdir)
+  changed = cfg.copy_and_resolve_references()
+  changed.eval.instances_per_task = 2
+  with pytest.raises(ValueError, match="stage 'execution@base' made with other settings.*eval"):
+    reproduce.run(changed, workdir)
+
+
 def test_missing_lm_names_the_path_and_the_way_out(tmp_path):
   cfg = default_config.get_config("smoke")
   cfg.base_lm = cfg.target_lm = str(tmp_path / "nowhere")
