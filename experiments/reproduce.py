@@ -14,6 +14,8 @@ their checkpoints in the middle of a stage). Delete a stage's folder to redo it.
   translation    the hard prompts against the instructions (ROUGE-L, MiniLM cosine, class R/P/F1)
   execution      WORKDIR/execution/{prompt}@{model}.json  per-task scores and predictions of every prompt
                  kind (soft on base; gold, methods, zero_shot, few_shot on base and target)
+  ablations      WORKDIR/ablations/{name}/    other translators (config.ablations, e.g. "design,cross":
+                 configs/translator_{name}.py trained like the main one), scored like the methods, not executed
   report         WORKDIR/results.json, results.md (printed), figures/*.png
 
 results.json (documented in the README):
@@ -25,6 +27,7 @@ results.json (documented in the README):
 """
 
 import dataclasses
+import importlib
 import json
 import os
 import time
@@ -183,6 +186,52 @@ def hard_prompts_stage(cfg, workdir, base_lm_fn, names, prompts, tasks_by_name, 
                  time.perf_counter() - start, eval_tasks[0].instruction, texts[0])
 
 
+SHARED_TRANSLATOR_KNOBS = ("epochs", "batch_size", "optimizer", "data", "max_new_tokens", "eval_batch_size",
+                           "log_every", "checkpoint_every", "seed", "lm_dtype", "mesh", "stores", "dod_dir",
+                           "world_dir", "final_splits", "max_steps_per_epoch", "max_steps")
+
+
+def ablation_config(cfg, name: str, tr_cfg):
+  """The translator of `configs/translator_{name}.py` trained like the main one (`SHARED_TRANSLATOR_KNOBS`),
+  decoding with the base LM, or with the target LM for "cross"."""
+  try:
+    module = importlib.import_module(f"configs.translator_{name}")
+  except ModuleNotFoundError as e:
+    raise ValueError(f"config.ablations: no configs/translator_{name}.py") from e
+  c = module.get_config()
+  for key in SHARED_TRANSLATOR_KNOBS:
+    c[key] = tr_cfg[key]
+  if name == "cross":
+    if not os.path.exists(os.path.join(cfg.target_lm, "config.json")):
+      raise ValueError(f"the cross ablation decodes with the target LM, but config.target_lm={cfg.target_lm!r} "
+                       "holds no local LM")
+    c.lm_path = cfg.target_lm
+  else:
+    c.lm_path = cfg.base_lm
+  return c
+
+
+def ablations_stage(cfg, workdir, stages, tr_cfg, tune_s, prompts, names, eval_tasks, similarity_fn) -> dict:
+  """Extra translators (config.ablations), each trained in WORKDIR/ablations/{name} and scored on the same
+  evaluated tasks; returns {"translator_{name}": translation_quality.score(...)}."""
+  out = {}
+  row = {n: r for r, n in enumerate(names)}
+  for name in [a.strip() for a in cfg.ablations.split(",") if a.strip()]:
+    c = ablation_config(cfg, name, tr_cfg)
+    directory = os.path.join(workdir, "ablations", name)
+    method = f"translator_{name}"
+    stages.run(method, {"translator": c.to_dict(), "tune": tune_s},
+               os.path.exists(os.path.join(directory, "translator", "translator.json")),
+               lambda: train_translator.run(c, directory), started=os.path.isdir(directory))
+    path = os.path.join(workdir, "hard_prompts", f"{method}.json")
+    if not os.path.exists(path):
+      t = translator_export.load(os.path.join(directory, "translator"))
+      texts = t.translate(prompts[[row[task.name] for task in eval_tasks]], batch_size=c.eval_batch_size)
+      _write_json(path, {task.name: text for task, text in zip(eval_tasks, texts)})
+    out[method] = translation_quality.score(eval_tasks, _read_json(path), similarity_fn)
+  return out
+
+
 def _inspect(cfg, workdir, lm, names, prompts, tasks_by_name, eval_tasks, similarity_fn) -> list[str]:
   """InSPEcT hard prompts of `eval_tasks`: the layer pair is chosen on training prompts (once; kept in
   hard_prompts/inspect_layers.json), demonstrations come from training tasks."""
@@ -338,6 +387,7 @@ def run(cfg, workdir: str) -> dict:
              lambda: _write_json(quality_path, {m: translation_quality.score(eval_tasks, hard[m], similarity_fn)
                                                 for m in methods}))
   quality = _read_json(quality_path)
+  quality.update(ablations_stage(cfg, workdir, stages, tr_cfg, tune_s, prompts, names, eval_tasks, similarity_fn))
   execution = {}
   exec_dir = os.path.join(workdir, "execution")
   for model in ("base", "target"):  # cells are written one by one; a model's settings cover its cells

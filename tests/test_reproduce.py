@@ -22,6 +22,7 @@ def setup(tmp_path_factory):
   cfg = default_config.get_config("smoke")
   cfg.dod_dir = os.path.join(world, "dod")
   cfg.base_lm, cfg.target_lm = base, target
+  cfg.ablations = "design,cross"
   workdir = str(root / "run")
   results = reproduce.run(cfg, workdir)
   return cfg, workdir, results
@@ -43,6 +44,12 @@ def test_results_have_every_method_and_cell(setup):
     assert set(cells) == expected
     assert all(0.0 <= c["exact_match"] <= 1.0 and c["n"] > 0 for c in cells.values())
   assert "novel" in results and results["novel"]["execution"]["all"]["soft@base"]["n_tasks"] > 0
+  for family in ("general", "classification"):  # the ablation's translators: scored, not executed
+    assert {"translator_design", "translator_cross"} <= set(results["translation"][family])
+  assert not any(c.startswith("translator_") for c in results["execution"]["all"])
+  with open(os.path.join(workdir, "ablations", "cross", "translator", "translator.json")) as f:
+    record = json.load(f)
+  assert record["lm"]["hidden_size"] == 48 and record["prompt_shape"][1] == 32  # base prompts, target decoder
   s, t = results["inspect_layers"]["source_target"]
   assert 0 <= s <= 2 and 0 <= t <= 2  # the base LM has 2 layers: 0..2
   for name in ("results.md", "figures/methods.png", "figures/execution.png", "figures/translation_vs_soft.png"):

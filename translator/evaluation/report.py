@@ -23,7 +23,7 @@ from translator.data import dod
 MAIN_SPLIT = "test"
 GROUPS = ("all",) + dod.FAMILIES
 PROMPT_ORDER = ("soft", "gold", "translator", "inspect", "nearest_token", "zero_shot", "few_shot")
-METHOD_ORDER = ("translator", "inspect", "nearest_token")
+METHOD_ORDER = ("translator", "translator_design", "translator_cross", "inspect", "nearest_token")
 
 
 def _by_group(scores: Mapping[str, Mapping], split: str) -> dict:
@@ -120,7 +120,7 @@ def figures(res: Mapping, quality: Mapping[str, Mapping], execution: Mapping[str
   soft = execution.get("soft@base", {}).get("per_task", {})
   if soft and quality:
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for method, marker in zip(_sorted(quality, METHOD_ORDER), "o^s"):
+    for method, marker in zip(_sorted(quality, METHOD_ORDER), "o^sDv*P"):
       per_task = quality[method]["per_task"]
       names = [n for n in per_task if n in soft]
       ax.scatter([soft[n]["exact_match"] for n in names], [per_task[n]["rouge_l"] for n in names], s=14,
