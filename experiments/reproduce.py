@@ -278,44 +278,46 @@ def executor(model_cfg, name: str, workdir: str, lm_fn, cfg):
   raise ValueError(f"config.{name}.kind {model_cfg.kind!r} is not 'local' or 'api'")
 
 
+def cells(methods) -> list[tuple[str, str]]:
+  """(prompt kind, model) of every execution cell: soft on base; gold, methods, zero- and few-shot on both."""
+  kinds = ["soft", "gold"] + list(methods) + list(portability.BASELINE_PROMPTS)
+  return [(k, m) for m in ("base", "target") for k in kinds if not (k == "soft" and m != "base")]
+
+
 def execution_stage(cfg, workdir, eval_tasks, names, prompts, hard, lms, layout):
   """Runs every cell not yet in WORKDIR/execution; returns {cell: score}."""
   out_dir = os.path.join(workdir, "execution")
-  prompt_kinds = ["soft", "gold"] + list(hard) + list(portability.BASELINE_PROMPTS)
   results = {}
-  for model in ("base", "target"):
+  for kind, model in cells(hard):
     model_cfg = cfg[model]
-    for kind in prompt_kinds:
-      if kind == "soft" and model != "base":
-        continue
-      name = portability.cell(kind, model)
-      path = os.path.join(out_dir, f"{name}.json")
-      if os.path.exists(path):
-        results[name] = _read_json(path)["score"]
-        continue
-      start = time.perf_counter()
-      items = portability.build_items(eval_tasks, kind, hard_prompts=hard.get(kind),
-                                      instances_per_task=cfg.eval.instances_per_task,
-                                      num_demos=cfg.eval.num_demos, seed=cfg.seed)
-      if kind == "soft":
-        lm = lms["base"]()
-        bos = None
-        if layout["prompt_position"] == "after_bos":
-          bos = np.asarray(lm.embed(np.array([[lm.config.bos_token_id]])))[0, 0]
-        prefixes = portability.soft_prefixes(items, names, prompts, bos)
-        generate = lm_eval.lm_generate_fn(lm, batch_size=cfg.eval.batch_size,
-                                          max_new_tokens=cfg.eval.max_new_tokens,
-                                          add_bos=layout["prompt_position"] == "before_bos", description=name)
-        score, predictions = portability.run_cell(generate, items, prefixes)
-      else:
-        generate = executor(model_cfg, model, workdir, lms[model], cfg)
-        score, predictions = portability.run_cell(generate, items)
-      results[name] = score
-      _write_json(path, {"score": score, "predictions": [
-          {"task": it.task, "index": it.index, "prediction": p, "gold": it.gold} for it, p in zip(items, predictions)]})
-      logging.info("%-26s exact match %s  (%d prompts, %.1f s)", name,
-                   {s: round(g["all"]["exact_match"], 3) for s, g in score["summary"].items()}, len(items),
-                   time.perf_counter() - start)
+    name = portability.cell(kind, model)
+    path = os.path.join(out_dir, f"{name}.json")
+    if os.path.exists(path):
+      results[name] = _read_json(path)["score"]
+      continue
+    start = time.perf_counter()
+    items = portability.build_items(eval_tasks, kind, hard_prompts=hard.get(kind),
+                                    instances_per_task=cfg.eval.instances_per_task,
+                                    num_demos=cfg.eval.num_demos, seed=cfg.seed)
+    if kind == "soft":
+      lm = lms["base"]()
+      bos = None
+      if layout["prompt_position"] == "after_bos":
+        bos = np.asarray(lm.embed(np.array([[lm.config.bos_token_id]])))[0, 0]
+      prefixes = portability.soft_prefixes(items, names, prompts, bos)
+      generate = lm_eval.lm_generate_fn(lm, batch_size=cfg.eval.batch_size,
+                                        max_new_tokens=cfg.eval.max_new_tokens,
+                                        add_bos=layout["prompt_position"] == "before_bos", description=name)
+      score, predictions = portability.run_cell(generate, items, prefixes)
+    else:
+      generate = executor(model_cfg, model, workdir, lms[model], cfg)
+      score, predictions = portability.run_cell(generate, items)
+    results[name] = score
+    _write_json(path, {"score": score, "predictions": [
+        {"task": it.task, "index": it.index, "prediction": p, "gold": it.gold} for it, p in zip(items, predictions)]})
+    logging.info("%-26s exact match %s  (%d prompts, %.1f s)", name,
+                 {s: round(g["all"]["exact_match"], 3) for s, g in score["summary"].items()}, len(items),
+                 time.perf_counter() - start)
   return results
 
 
@@ -391,10 +393,13 @@ def run(cfg, workdir: str) -> dict:
   execution = {}
   exec_dir = os.path.join(workdir, "execution")
   for model in ("base", "target"):  # cells are written one by one; a model's settings cover its cells
-    cells = [f for f in (os.listdir(exec_dir) if os.path.isdir(exec_dir) else []) if f.endswith(f"@{model}.json")]
+    written = [f for f in (os.listdir(exec_dir) if os.path.isdir(exec_dir) else []) if f.endswith(f"@{model}.json")]
     stages.check(f"execution@{model}", {"eval": cfg.eval.to_dict(), model: cfg[model].to_dict(),
-                                        "hard_prompts": hard_s}, started=bool(cells))
-  stages.run("execution", None, False, lambda: execution.update(
+                                        "hard_prompts": hard_s}, started=bool(written))
+  all_cells = [os.path.join(exec_dir, portability.cell(k, m) + ".json") for k, m in cells(methods)]
+  if all(os.path.exists(p) for p in all_cells):
+    execution.update({os.path.basename(p)[:-len(".json")]: _read_json(p)["score"] for p in all_cells})
+  stages.run("execution", None, bool(execution), lambda: execution.update(
       execution_stage(cfg, workdir, eval_tasks, names, prompts, hard, lms, layout)))
 
   # ----- Report ---------------------------------------------------------------------------------------------
