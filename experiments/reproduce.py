@@ -4,7 +4,9 @@ r"""The paper's comparisons in one command: tune -> translator -> baselines -> e
 
 Stages. Each reads the previous stage's output from the workdir and is skipped when its own output is
 there, so rerunning the command reuses finished stages (tuning and translator training also resume from
-their checkpoints in the middle of a stage). Delete a stage's folder to redo it.
+their checkpoints in the middle of a stage). Delete a stage's folder to redo it. On several hosts (a TPU
+pod) every process reads the workdir, so it must be one shared filesystem (NFS, a GCS FUSE mount); process
+0 writes.
 
   world          WORKDIR/world/dod        the synthetic DoD (deterministic, seconds), unless config.dod_dir
   tune           WORKDIR/tune/            experiments.tune_prompts on the base LM -> the prompt store
@@ -58,8 +60,11 @@ def _is_main() -> bool:
 
 
 def _write_json(path: str, obj) -> None:
+  """Process 0 writes; on several processes, all wait for it, since every process reads the workdir."""
   if _is_main():
     dod.atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"wrote {os.path.basename(path)}")
 
 
 def _read_json(path: str):
