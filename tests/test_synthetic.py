@@ -196,3 +196,15 @@ def test_input_only_oracle_is_low_on_held_out_tasks(full_tasks):
   assert result["exact_match"] < 0.25
   assert result["exact_match/classification"] < 0.35
   assert result["exact_match/general"] < 0.15
+
+
+def test_excluded_ops_take_no_part_and_unknown_ones_are_refused(cfg):
+  c = cfg.copy_and_resolve_references()
+  c.exclude_ops = ("reverse", "upper", "next")
+  tasks = synthetic.generate(c)
+  used = {op for t in tasks if t.family == "general" for op, _ in t.meta["ops"]}
+  assert used and not used & {"reverse", "upper", "next"}
+  assert sum(t.family == "general" for t in tasks) == c.num_general_tasks + c.num_novel_tasks // 2
+  c.exclude_ops = ("reverse", "no_such_op")
+  with pytest.raises(ValueError, match="no_such_op"):
+    synthetic.generate(c)

@@ -66,6 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.single_op_share = 0.15  # of general tasks: one op
   c.pair_to_list_share = 0.25  # two ops, the second a transform (the output is a list); the rest end in a value
   c.max_output_share = 0.5  # no output of a general task is more frequent than this
+  c.exclude_ops = ()  # op names (synthetic_ops.py) no general task uses, e.g. ("next", "prev", "upper")
   c.pool_size = 12000  # input lists per kind, shared by all general tasks of that kind
   c.themed_fraction = 0.5  # word lists built around 2-3 members of one category
   c.out_of_class_fraction = 0.2
@@ -236,15 +237,20 @@ class _Pools:
     return range(len(self.lists[steps[0][0].kind]))
 
 
-def _enumerate_specs() -> dict[tuple[str, ...], list[tuple[ops_lib.Step, ...]]]:
-  """Every single op and compatible pair with every parameter, grouped by signature."""
+def _enumerate_specs(exclude: Sequence[str] = ()) -> dict[tuple[str, ...], list[tuple[ops_lib.Step, ...]]]:
+  """Every single op and compatible pair with every parameter, grouped by signature; ops named in `exclude`
+  take no part."""
+  unknown = sorted(set(exclude) - {op.name for op in ops_lib.OPS.values()})
+  if unknown:
+    raise ValueError(f"exclude_ops names unknown ops {unknown}; the ops are in translator/data/synthetic_ops.py")
+  ops = [op for op in ops_lib.OPS.values() if op.name not in exclude]
   by_sig = {}
-  for op in ops_lib.OPS.values():
+  for op in ops:
     for p in op.params:
       by_sig.setdefault((op.name,), []).append(((op, p),))
     if not op.is_transform:
       continue
-    for op2 in ops_lib.OPS.values():
+    for op2 in ops:
       if ops_lib.compatible(op, op2):
         for p, p2 in itertools.product(op.params, op2.params):
           by_sig.setdefault((op.name, op2.name), []).append(((op, p), (op2, p2)))
@@ -323,7 +329,7 @@ def _group(specs, sig) -> str:
 def _general_tasks(cfg, n_tasks: int, n_novel: int) -> list[dod.Task]:
   rng = _rng(cfg, "general")
   pools = _Pools(cfg)
-  specs = _enumerate_specs()
+  specs = _enumerate_specs(tuple(cfg.get("exclude_ops", ())))
   for sig in specs:
     rng.shuffle(specs[sig])
   order = list(specs)
