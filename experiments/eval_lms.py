@@ -4,7 +4,8 @@ r"""Exact match of LMs on a DoD's tasks: gold instruction, input alone, few-shot
       --config.dod_dir=/tmp/synthetic_dod --config.lms=base=/tmp/pretrain_base/hf
 
 Writes into the workdir (atomically, after every LM, so a killed run keeps the LMs it finished):
-  results.json              config, and per LM its path, seconds, summary and per-task exact match
+  results.json              config, and per LM its path, seconds, summary, per-task exact match and, on the
+                            synthetic DoD, exact match per general-task operation (per_op)
   results.md                the table (also printed)
   predictions/{name}.jsonl  one line per prompt: task, split, condition, index, gold, prediction
 """
@@ -68,7 +69,8 @@ def run(cfg, workdir: str) -> dict:
     logging.info("%s: %d prompts in %.1f s", name, len(items), seconds)
 
     # ----- Write ------------------------------------------------------------------------------------------
-    output["lms"][name] = {"path": os.path.abspath(path), "seconds": seconds, **results}
+    output["lms"][name] = {"path": os.path.abspath(path), "seconds": seconds, **results,
+                           "per_op": lm_eval.score_by_op(items, predictions, tasks)}
     tables[name] = results
     if write:
       lines = "".join(json.dumps({"task": i.task, "split": i.split, "condition": i.condition, "index": i.index,

@@ -72,6 +72,22 @@ def test_oracle_scores_one_and_silence_scores_zero(items):
   assert results["summary"]["instruction"]["test"]["all"]["exact_match"] == 0.0
 
 
+def test_exact_match_per_op_counts_each_op_of_a_task(tasks, items):
+  # right on every task that uses the op "count", wrong elsewhere
+  by_name = {t.name: t for t in tasks}
+  uses_count = lambda i: "count" in [o[0] for o in by_name[i.task].meta.get("ops", ())]
+  predictions = [i.gold if uses_count(i) else "wrong" for i in items]
+  per_op = lm_eval.score_by_op(items, predictions, tasks)
+  for split, ops in per_op["instruction"].items():
+    general = [i for i in items if i.condition == "instruction" and i.split == split and i.family == "general"]
+    for op, entry in ops.items():
+      with_op = [i for i in general if op in [o[0] for o in by_name[i.task].meta["ops"]]]
+      assert entry["n"] == len(with_op) > 0
+      expected = sum(uses_count(i) for i in with_op) / len(with_op)
+      assert entry["exact_match"] == pytest.approx(expected)
+    assert sum(e["n"] for e in ops.values()) >= len(general)  # two-op tasks count twice
+
+
 def test_a_solver_of_the_instruction_prompt_scores_one(tasks, items):
   """The instruction prompt carries the task and the input: reading them back and solving scores 1."""
   by_instruction = {t.instruction: t for t in tasks}
@@ -126,7 +142,7 @@ def test_eval_lms_runs_end_to_end_on_a_tiny_random_llama(tasks, tmp_path):
     saved = json.load(f)
   assert saved == json.loads(json.dumps(out))
   result = saved["lms"]["tiny"]
-  assert set(result) == {"path", "seconds", "summary", "per_task"}
+  assert set(result) == {"path", "seconds", "summary", "per_task", "per_op"}
   assert set(result["summary"]) == set(lm_eval.CONDITIONS)
   for condition in lm_eval.CONDITIONS:
     assert set(result["summary"][condition]) == {"test", "novel"}

@@ -146,6 +146,34 @@ def score(items: Sequence[Item], predictions: Sequence[str]) -> dict:
   return {"summary": summary, "per_task": per_task}
 
 
+def score_by_op(items: Sequence[Item], predictions: Sequence[str], tasks: Sequence[dod.Task]) -> dict:
+  """Exact match per operation of general tasks whose `meta["ops"]` lists them (the synthetic DoD): a task
+  counts towards each of its ops. {condition: {split: {op: {"exact_match", "n", "single_op"}}}}, where
+  single_op is the exact match on the tasks of that op alone (None without such a task)."""
+  ops_of = {t.name: [o[0] for o in t.meta.get("ops", ())] for t in tasks if t.family == "general"}
+  hits, totals = collections.Counter(), collections.Counter()
+  for item, pred in zip(items, predictions):
+    ops = ops_of.get(item.task)
+    if not ops:
+      continue
+    ok = exact_match(pred, item.gold)
+    for op in set(ops):
+      hits[item.condition, item.split, op, "any"] += ok
+      totals[item.condition, item.split, op, "any"] += 1
+    if len(ops) == 1:
+      hits[item.condition, item.split, ops[0], "single"] += ok
+      totals[item.condition, item.split, ops[0], "single"] += 1
+  out: dict = {}
+  for (condition, split, op, scope), n in sorted(totals.items()):
+    if scope != "any":
+      continue
+    single = totals[condition, split, op, "single"]
+    out.setdefault(condition, {}).setdefault(split, {})[op] = {
+        "exact_match": hits[condition, split, op, "any"] / n, "n": n,
+        "single_op": hits[condition, split, op, "single"] / single if single else None}
+  return out
+
+
 def evaluate(generate_fn: GenerateFn, items: Sequence[Item]) -> tuple[dict, list[str]]:
   """(score(items, predictions), predictions) with predictions = generate_fn(prompts of items)."""
   predictions = list(generate_fn([item.prompt for item in items]))
