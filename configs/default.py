@@ -61,6 +61,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   # ----- Stage 2: the translator (experiments.train_translator) ------------------------------------------------
   c.translator = translator_paper.get_config()
+  c.translator.lm_path = ""  # the decoder: "" = base_lm (the paper); another LM folder for a cross-model one
   c.translator.epochs = 6  # validation ROUGE-L peaks around epoch 6 on the default (noisy: 40 tasks)
   # LoRA rank 16 rather than the paper's 4 (on an 8B LM): on the 2M-parameter base LM, rank 16 reached
   # validation ROUGE-L 0.536 against 0.491 for rank 4 (same prompts, 8 epochs, best epoch).

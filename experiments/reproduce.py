@@ -17,7 +17,8 @@ pod) every process reads the workdir, so it must be one shared filesystem (NFS, 
   execution      WORKDIR/execution/{prompt}@{model}.json  per-task scores and predictions of every prompt
                  kind (soft on base; gold, methods, zero_shot, few_shot on base and target)
   ablations      WORKDIR/ablations/{name}/    other translators (config.ablations, e.g. "design,cross":
-                 configs/translator_{name}.py trained like the main one), scored like the methods, not executed
+                 configs/translator_{name}.py trained like the main one), scored like the methods (kept in
+                 WORKDIR/ablations/{name}/translation.json), not executed
   report         WORKDIR/results.json, results.md (printed), figures/*.png
 
 results.json (documented in the README):
@@ -144,15 +145,16 @@ def stage_configs(cfg, workdir: str, dod_dir: str):
   tr = cfg.translator.copy_and_resolve_references()
   tr.unlock()
   tr.dod_dir, tr.world_dir = dod_dir, ""
-  tr.lm_path = tr.lm_path if tr.lm_path != translator_default_lm() else cfg.base_lm
+  tr.lm_path = tr.lm_path or cfg.base_lm
   tr.lm_dtype, tr.seed, tr.mesh = cfg.lm_dtype, cfg.seed, cfg.mesh
   tr.stores = (os.path.join(workdir, "tune", "prompts"),)
   return tune, tr
 
 
-def translator_default_lm() -> str:
-  from configs import translator_paper  # pylint: disable=g-import-not-at-top
-  return translator_paper.get_config().lm_path
+def rows_of(names, tasks) -> list[int]:
+  """The prompt-table rows (`names`: the store's task names) of `tasks`."""
+  row = {n: r for r, n in enumerate(names)}
+  return [row[t.name] for t in tasks]
 
 
 def evaluated_tasks(cfg, tasks_by_name, store_names) -> list[dod.Task]:
@@ -164,11 +166,16 @@ def evaluated_tasks(cfg, tasks_by_name, store_names) -> list[dod.Task]:
   return sorted(chosen, key=lambda t: t.name)
 
 
-def hard_prompts_stage(cfg, workdir, base_lm_fn, names, prompts, tasks_by_name, eval_tasks, methods, similarity_fn):
-  """Writes WORKDIR/hard_prompts/{method}.json (task -> text) for the methods not yet there."""
+def translator_of(directory: str, decoder_path: str, cfg, base_lm_fn):
+  """The translator in `directory`; its decoder is the loaded base LM when it decodes with that one."""
+  return translator_export.load(directory, lm=base_lm_fn() if decoder_path == cfg.base_lm else None)
+
+
+def hard_prompts_stage(cfg, workdir, base_lm_fn, names, prompts, tasks_by_name, eval_tasks, methods, translator_lm):
+  """Writes WORKDIR/hard_prompts/{method}.json (task -> text) for the methods not yet there; `translator_lm`:
+  the path of the translator's decoder."""
   out_dir = os.path.join(workdir, "hard_prompts")
-  row = {n: r for r, n in enumerate(names)}
-  eval_rows = [row[t.name] for t in eval_tasks]
+  eval_rows = rows_of(names, eval_tasks)
   for method in methods:
     path = os.path.join(out_dir, f"{method}.json")
     if os.path.exists(path):
@@ -177,12 +184,12 @@ def hard_prompts_stage(cfg, workdir, base_lm_fn, names, prompts, tasks_by_name, 
     start = time.perf_counter()
     lm = base_lm_fn()
     if method == "translator":
-      t = translator_export.load(os.path.join(workdir, "translator", "translator"), mesh=lm.mesh)
+      t = translator_of(os.path.join(workdir, "translator", "translator"), translator_lm, cfg, base_lm_fn)
       texts = t.translate(prompts[eval_rows], batch_size=cfg.translator.eval_batch_size)
     elif method == "nearest_token":
       texts = nearest_token.project(lm, prompts[eval_rows], exclude_special=cfg.nearest_token.exclude_special).texts
     elif method == "inspect":
-      texts = _inspect(cfg, workdir, lm, names, prompts, tasks_by_name, eval_tasks, similarity_fn)
+      texts = _inspect(cfg, workdir, lm, names, prompts, tasks_by_name, eval_tasks)
     else:
       raise ValueError(f"method {method!r} is not one of {METHODS}")
     hard = {t.name: text for t, text in zip(eval_tasks, texts)}
@@ -216,11 +223,11 @@ def ablation_config(cfg, name: str, tr_cfg):
   return c
 
 
-def ablations_stage(cfg, workdir, stages, tr_cfg, tune_s, prompts, names, eval_tasks, similarity_fn) -> dict:
+def ablations_stage(cfg, workdir, stages, tr_cfg, tune_s, prompts, names, eval_tasks, similarity_fn,
+                    base_lm_fn) -> dict:
   """Extra translators (config.ablations), each trained in WORKDIR/ablations/{name} and scored on the same
   evaluated tasks; returns {"translator_{name}": translation_quality.score(...)}."""
   out = {}
-  row = {n: r for r, n in enumerate(names)}
   for name in [a.strip() for a in cfg.ablations.split(",") if a.strip()]:
     c = ablation_config(cfg, name, tr_cfg)
     directory = os.path.join(workdir, "ablations", name)
@@ -230,23 +237,25 @@ def ablations_stage(cfg, workdir, stages, tr_cfg, tune_s, prompts, names, eval_t
                lambda: train_translator.run(c, directory), started=os.path.isdir(directory))
     path = os.path.join(workdir, "hard_prompts", f"{method}.json")
     if not os.path.exists(path):
-      t = translator_export.load(os.path.join(directory, "translator"))
-      texts = t.translate(prompts[[row[task.name] for task in eval_tasks]], batch_size=c.eval_batch_size)
+      t = translator_of(os.path.join(directory, "translator"), c.lm_path, cfg, base_lm_fn)
+      texts = t.translate(prompts[rows_of(names, eval_tasks)], batch_size=c.eval_batch_size)
       _write_json(path, {task.name: text for task, text in zip(eval_tasks, texts)})
-    out[method] = translation_quality.score(eval_tasks, _read_json(path), similarity_fn)
+    scores = os.path.join(directory, "translation.json")
+    if not os.path.exists(scores):
+      _write_json(scores, translation_quality.score(eval_tasks, _read_json(path), similarity_fn))
+    out[method] = _read_json(scores)
   return out
 
 
-def _inspect(cfg, workdir, lm, names, prompts, tasks_by_name, eval_tasks, similarity_fn) -> list[str]:
-  """InSPEcT hard prompts of `eval_tasks`: the layer pair is chosen on training prompts (once; kept in
-  hard_prompts/inspect_layers.json), demonstrations come from training tasks."""
-  del similarity_fn  # the layer sweep scores with MiniLM cosine to the gold text, as the paper
+def _inspect(cfg, workdir, lm, names, prompts, tasks_by_name, eval_tasks) -> list[str]:
+  """InSPEcT hard prompts of `eval_tasks`: the layer pair is chosen on training prompts by MiniLM cosine to
+  the gold text, as the paper (once; kept in hard_prompts/inspect_layers.json); demonstrations come from
+  training tasks."""
   icfg = inspect_baseline.InspectConfig.from_config(cfg.inspect)
   icfg = dataclasses.replace(icfg, seed=cfg.seed)
   train_tasks = [tasks_by_name[n] for n in names if tasks_by_name[n].split == "train"]
   if not train_tasks:
     raise ValueError("InSPEcT chooses its layers on training prompts, but the prompt store has no 'train' task")
-  row = {n: r for r, n in enumerate(names)}
   p = prompts.shape[1]
   layers_path = os.path.join(workdir, "hard_prompts", "inspect_layers.json")
   if os.path.exists(layers_path):
@@ -255,14 +264,14 @@ def _inspect(cfg, workdir, lm, names, prompts, tasks_by_name, eval_tasks, simila
     select = [train_tasks[i] for i in inspect_baseline.selection_indices(len(train_tasks), icfg)]
     targets = inspect_baseline.target_prompts([t.family for t in select], train_tasks, p, icfg,
                                               names=[t.name for t in select])
-    best, table = inspect_baseline.select_layers(lm, prompts[[row[t.name] for t in select]], targets,
+    best, table = inspect_baseline.select_layers(lm, prompts[rows_of(names, select)], targets,
                                                  [inspect_baseline.gold_reference(t) for t in select], icfg)
     chosen = {"layers": list(best), "sweep": table, "prompts": [t.name for t in select]}
     _write_json(layers_path, chosen)
   logging.info("InSPEcT layers (source, target) = %s", chosen["layers"])
   targets = inspect_baseline.target_prompts([t.family for t in eval_tasks], train_tasks, p, icfg,
                                             names=[t.name for t in eval_tasks])
-  texts = inspect_baseline.describe(lm, prompts[[row[t.name] for t in eval_tasks]], targets,
+  texts = inspect_baseline.describe(lm, prompts[rows_of(names, eval_tasks)], targets,
                                     tuple(chosen["layers"]), icfg)
   return [inspect_baseline.hard_prompt(t, text) for t, text in zip(eval_tasks, texts)]
 
@@ -386,7 +395,7 @@ def run(cfg, workdir: str) -> dict:
             "translator": tr_s if "translator" in methods else None}
   stages.run("hard_prompts", hard_s, all(os.path.exists(os.path.join(hard_dir, f"{m}.json")) for m in methods),
              lambda: hard_prompts_stage(cfg, workdir, lms["base"], names, prompts, tasks_by_name, eval_tasks,
-                                        methods, similarity_fn),
+                                        methods, tr_cfg.lm_path),
              started=os.path.isdir(hard_dir) and bool(os.listdir(hard_dir)))
   hard = {m: _read_json(os.path.join(hard_dir, f"{m}.json")) for m in methods}
   quality_path = os.path.join(workdir, "translation.json")
@@ -394,7 +403,8 @@ def run(cfg, workdir: str) -> dict:
              lambda: _write_json(quality_path, {m: translation_quality.score(eval_tasks, hard[m], similarity_fn)
                                                 for m in methods}))
   quality = _read_json(quality_path)
-  quality.update(ablations_stage(cfg, workdir, stages, tr_cfg, tune_s, prompts, names, eval_tasks, similarity_fn))
+  quality.update(ablations_stage(cfg, workdir, stages, tr_cfg, tune_s, prompts, names, eval_tasks, similarity_fn,
+                                 lms["base"]))
   execution = {}
   exec_dir = os.path.join(workdir, "execution")
   for model in ("base", "target"):  # cells are written one by one; a model's settings cover its cells

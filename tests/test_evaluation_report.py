@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from translator.data import dod
-from translator.evaluation import lm_eval, portability, report, translation_quality
+from translator.evaluation import portability, report, translation_quality
 
 
 def _task(name, family, split, instruction, classes=(), paraphrases=()):

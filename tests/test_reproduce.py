@@ -3,12 +3,17 @@ layout, and a rerun reuses every stage."""
 
 import json
 import os
+import shutil
+import threading
 
 import pytest
 
 from configs import default as default_config
+from configs import serve_openai as serve_config
 from experiments import reproduce
+from experiments import serve_openai
 from tests import fixtures
+import translator
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +97,6 @@ def test_missing_lm_names_the_path_and_the_way_out(tmp_path):
 def test_the_target_can_be_an_openai_compatible_api(setup, tmp_path):
   """The target cells rerun through the project's own server on loopback (serving the target LM): every
   target cell is scored, each answer came over HTTP and is in the on-disk cache."""
-  import shutil  # pylint: disable=g-import-not-at-top
-  import threading  # pylint: disable=g-import-not-at-top
-
-  import translator  # pylint: disable=g-import-not-at-top
-  from configs import serve_openai as serve_config  # pylint: disable=g-import-not-at-top
-  from experiments import serve_openai  # pylint: disable=g-import-not-at-top
-
   cfg, workdir, results = setup
   work = str(tmp_path / "run")
   shutil.copytree(workdir, work)

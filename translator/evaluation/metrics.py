@@ -233,6 +233,20 @@ def mean_class_scores(predictions: Sequence[str], classes: Sequence[Sequence[str
   return mean_scores(class_scores_batch(predictions, classes))
 
 
+def task_groups(where: Mapping[str, tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+  """{(task split, group): task names} for `where` = {task: (split, family)}; group is "all" or the family.
+  Aggregates over tasks are means over these groups.
+
+  >>> task_groups({"a": ("test", "general"), "b": ("test", "classification")})[("test", "all")]
+  ['a', 'b']
+  """
+  groups: dict[tuple[str, str], list[str]] = {}
+  for task, (split, family) in where.items():
+    groups.setdefault((split, "all"), []).append(task)
+    groups.setdefault((split, family), []).append(task)
+  return dict(sorted(groups.items()))
+
+
 def _check_lengths(predictions: Sequence[str], references: Sequence) -> None:
   if isinstance(predictions, str):
     raise TypeError("predictions must be a sequence of strings, got one str")

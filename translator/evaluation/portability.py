@@ -103,11 +103,7 @@ def score(items: Sequence[lm_eval.Item], predictions: Sequence[str]) -> dict:
     where[item.task] = (item.split, item.family)
   task_means = {t: {k: float(np.mean(v)) for k, v in m.items()} for t, m in sorted(per_task.items())}
   summary: dict = {}
-  groups = collections.defaultdict(list)
-  for task, (split, family) in where.items():
-    groups[split, "all"].append(task)
-    groups[split, family].append(task)
-  for (split, group), names in sorted(groups.items()):
+  for (split, group), names in metrics.task_groups(where).items():
     summary.setdefault(split, {})[group] = {
         "exact_match": float(np.mean([task_means[t]["exact_match"] for t in names])),
         "rouge_l": float(np.mean([task_means[t]["rouge_l"] for t in names])),

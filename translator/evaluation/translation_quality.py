@@ -14,7 +14,6 @@ rouge_l and cosine over both families.
 
 from __future__ import annotations
 
-import collections
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -53,12 +52,8 @@ def score(tasks: Sequence[dod.Task], hard_prompts: Mapping[str, str],
       cls = metrics.class_scores(text, task.classes)
       row.update(class_recall=cls["recall"], class_precision=cls["precision"], class_f1=cls["f1"])
     per_task[task.name] = row
-  groups = collections.defaultdict(list)
-  for task in tasks:
-    groups[task.split, "all"].append(task.name)
-    groups[task.split, task.family].append(task.name)
   summary: dict = {}
-  for (split, group), names in sorted(groups.items()):
+  for (split, group), names in metrics.task_groups({t.name: (t.split, t.family) for t in tasks}).items():
     keys = TEXT_METRICS + (CLASS_METRICS if group == "classification" else ())
     entry = {k: float(np.mean([per_task[n][k] for n in names])) for k in keys}
     entry["n_tasks"] = len(names)

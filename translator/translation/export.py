@@ -119,12 +119,15 @@ class Translator:
     return out
 
 
-def load(directory: str, lm_path: Optional[str] = None, dtype: Optional[str] = None, mesh=None) -> Translator:
-  """The translator in `directory` over its decoder LM (from translator.json, or `lm_path`)."""
+def load(directory: str, lm_path: Optional[str] = None, dtype: Optional[str] = None, mesh=None,
+         lm=None) -> Translator:
+  """The translator in `directory` over its decoder LM: `lm` when given (an LM already loaded), else the one
+  at `lm_path` or translator.json's path."""
   trainable, record = read(directory)
-  path = lm_path or record["lm"]["path"]
-  lm = translator_lib.load_lm(path, dtype or record["lm"].get("dtype", "float32"), mesh=mesh)
+  if lm is None:
+    path = lm_path or record["lm"]["path"]
+    lm = translator_lib.load_lm(path, dtype or record["lm"].get("dtype", "float32"), mesh=mesh)
   if lm.config.hidden_size != record["lm"]["hidden_size"]:
-    raise ValueError(f"the LM at {path} has width {lm.config.hidden_size}; this translator was trained on a "
+    raise ValueError(f"the LM at {lm.path} has width {lm.config.hidden_size}; this translator was trained on a "
                      f"width-{record['lm']['hidden_size']} LM ({record['lm']['path']})")
-  return Translator(lm, trainable, record, mesh=mesh)
+  return Translator(lm, trainable, record, mesh=mesh or lm.mesh)
