@@ -27,7 +27,8 @@ def get_config(arg: str = "base") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=None,  # None: the tokenizer's
       hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=6,
-      rope_theta=10000.0, max_position_embeddings=512, tie_word_embeddings=True))
+      rope_theta=10000.0, max_position_embeddings=512, tie_word_embeddings=True,
+      unroll_layers=True))  # speed only: the scan over layers fully unrolled (~10% faster steps on the CPU)
   if size == "target":  # >= 4x the parameters of base
     c.model.update(hidden_size=320, intermediate_size=896, num_hidden_layers=6, num_attention_heads=8,
                    num_key_value_heads=8)

@@ -85,3 +85,21 @@ def test_per_row_patch_layers(pair):
   row1 = lm.forward(ids[1:], patch=Patch.at(2, 7, vectors[1:], length=14)).logits
   np.testing.assert_allclose(np.asarray(both[0]), np.asarray(row0[0]), atol=1e-5, rtol=0)
   np.testing.assert_allclose(np.asarray(both[1]), np.asarray(row1[0]), atol=1e-5, rtol=0)
+
+
+def test_long_left_padded_rows_match_transformers_with_causal_query_blocks(pair):
+  """A 200-token batch runs attention in 4 causal query blocks (`attention_query_blocks`) and the scan over
+  layers unrolled or not: same logits as Hugging Face on every real token, and as one unblocked pass."""
+  lm, model = pair
+  ids = np.random.default_rng(1).integers(4, 128, size=(2, 200))
+  mask = np.ones_like(ids, dtype=bool)
+  mask[1, :37] = False  # row 1 left-padded
+  with torch.no_grad():
+    ref = [model(torch.tensor(ids[i:i + 1, start:])).logits[0].numpy() for i, start in ((0, 0), (1, 37))]
+  blocked = np.asarray(lm.logits(ids, mask=mask))
+  assert lm.config.attention_query_blocks == 4
+  np.testing.assert_allclose(blocked[0], ref[0], atol=ATOL, rtol=0)
+  np.testing.assert_allclose(blocked[1, 37:], ref[1], atol=ATOL, rtol=0)
+  for changes in (dict(attention_query_blocks=1), dict(scan_unroll=lm.config.num_hidden_layers)):
+    other = translator.LM(config=lm.config.replace(**changes), params=lm.params, tokenizer=lm.tokenizer)
+    np.testing.assert_allclose(np.asarray(other.logits(ids, mask=mask))[mask], blocked[mask], atol=1e-5, rtol=1e-5)

@@ -49,6 +49,13 @@ class DecoderConfig:
       q - W < k <= q.
     layer_types: per layer, "full_attention" or "sliding_attention"; length L.
     eos_token_ids: generation stops on any of these.
+
+  Execution knobs (speed and compile time only, never the result; not part of the HF config):
+    scan_unroll: decoder layers per iteration of the scan over layers; 1 compiles fastest, L unrolls fully
+      (~10% faster training steps on the CPU).
+    attention_query_blocks: without a KV cache, attention splits the queries into up to this many causal
+      blocks of >= 64 queries, each scoring only the keys up to its end (4: ~20% faster training steps of a
+      256-token row on the CPU).
   """
 
   family: str
@@ -79,6 +86,8 @@ class DecoderConfig:
   bos_token_id: Optional[int] = None
   eos_token_ids: tuple[int, ...] = ()
   pad_token_id: Optional[int] = None
+  scan_unroll: int = 1
+  attention_query_blocks: int = 4
 
   def __post_init__(self):
     if self.family not in FAMILIES:

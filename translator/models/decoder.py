@@ -168,7 +168,8 @@ class Model(nn.Module):
     self.layers = nn.scan(
         layer, variable_axes={"params": 0, LORA: 0}, split_rngs={"params": True, "dropout": True},
         in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-        length=cfg.num_hidden_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.lora)
+        length=cfg.num_hidden_layers, unroll=cfg.scan_unroll,
+        metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.lora)
     self.norm = RMSNorm(cfg.rms_norm_eps, cfg.norm_plus_one)
 
   def embedding_table(self) -> Array:
