@@ -30,7 +30,7 @@ def get_config(arg: str = "base") -> ml_collections.ConfigDict:
       rope_theta=10000.0, max_position_embeddings=512, tie_word_embeddings=True,
       unroll_layers=True))  # speed only: the scan over layers fully unrolled (~10% faster steps on the CPU)
   if size == "target":  # >= 4x the parameters of base
-    c.model.update(hidden_size=320, intermediate_size=896, num_hidden_layers=6, num_attention_heads=8,
+    c.model.update(hidden_size=320, intermediate_size=960, num_hidden_layers=6, num_attention_heads=8,
                    num_key_value_heads=8)
 
   c.corpus = corpus.corpus_config()
