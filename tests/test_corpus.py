@@ -144,8 +144,9 @@ def test_documents_are_tokenized_like_their_text(corpus, tokenizer):
 
 
 def test_loss_mask_drops_inputs_and_unconditioned_first_outputs(corpus):
-  """The tokens left out of the loss are BOS, the inputs, and the first output of a document without an
-  instruction before it; everything else (instructions, outputs, template, EOS) is a target."""
+  """The tokens left out of the loss are BOS, the inputs, the wording that opens an instruction document,
+  and the first output of a document without an instruction before it; everything else (the wordings after
+  demonstrations, outputs, template, EOS) is a target."""
   seen = collections.Counter()
   for doc in corpus.documents(seed=2, step=0, count=300):
     text = corpus.decode(doc.tokens)
@@ -154,7 +155,9 @@ def test_loss_mask_drops_inputs_and_unconditioned_first_outputs(corpus):
     mask = np.array(doc.loss_mask)
     assert doc.loss_mask[0] == 0 and mask[1:].sum() == (mask[1:] == 1).sum()
     dropped = corpus.decode([t for t, m in zip(doc.tokens[1:], doc.loss_mask[1:]) if not m])
-    if kind in ("instruction", "inspect_list"):
+    if kind == "instruction":
+      expected = text.split("\n")[0] + "".join(" " + x for x, _ in pairs)
+    elif kind == "inspect_list":
       expected = "".join(" " + x for x, _ in pairs)
     else:
       expected = " " + pairs[0][0] + " " + pairs[0][1] + "".join(" " + x for x, _ in pairs[1:])
@@ -273,3 +276,20 @@ def test_few_shot_prompt_is_the_corpus_format():
   assert corpus_lib.inspect_prompt(items, corpus_lib.INSTRUCTION_PREFIX, 3) == (
       "Instruction: Do A. | Instruction: Do B. | Instruction: x x x")
   assert corpus_lib.inspect_classification_item(["red", "fish"]) == "Sentence classification: red, fish"
+
+
+def test_copy_documents_repeat_inputs_and_learn_only_the_copies(tasks, tokenizer):
+  cfg = corpus_lib.corpus_config()
+  cfg.kinds.update(instruction=0.0, few_shot=0.0, describe=0.0, inspect_list=0.0, copy=1.0)
+  corpus = corpus_lib.Corpus(tasks, tokenizer, cfg)
+  inputs = {i.input for t in tasks for i in t.instances["train"]}
+  for doc in corpus.documents(seed=0, step=0, count=50):
+    assert doc.kind == "copy"
+    lines = corpus.decode(doc.tokens).split("\n")
+    assert 2 * cfg.copy_items[0] <= len(lines) <= 2 * cfg.copy_items[1]
+    for x_line, copy_line in zip(lines[::2], lines[1::2]):
+      x = x_line.removeprefix("Input: ")
+      assert x in inputs and copy_line == corpus_lib.COPY_PREFIX + " " + x
+    # Out of the loss: BOS and the inputs; the copies, "Input:", "Copy:" and newlines are learned.
+    dropped = corpus.decode([t for t, m in zip(doc.tokens[1:], doc.loss_mask[1:]) if not m])
+    assert doc.loss_mask[0] == 0 and dropped == "".join(" " + x.removeprefix("Input: ") for x in lines[::2])

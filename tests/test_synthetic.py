@@ -192,7 +192,7 @@ def test_input_only_oracle_is_low_on_held_out_tasks(full_tasks):
   split = _by_split(full_tasks)
   result = dod.input_only_majority(split["train"], split["test"])
   print(f"input-only oracle on held-out tasks: {result}")
-  assert result["coverage"] > 0.9  # the inputs do recur across tasks, so the oracle is informed
+  assert result["coverage"] > 0.85  # the inputs do recur across tasks, so the oracle is informed
   assert result["exact_match"] < 0.25
   assert result["exact_match/classification"] < 0.35
   assert result["exact_match/general"] < 0.15
