@@ -14,7 +14,7 @@ TPU pod (every stage is sharded over the mesh; only process 0 writes):
       --workdir ~/reproduce"
 Restarting the same command reuses every finished stage in the workdir and resumes the unfinished one.
 
-Sizes. The full world has 2,148 tasks; on a CPU the default tunes prompts for a sample of them
+Sizes. The full world has 2,098 tasks; on a CPU the default tunes prompts for a sample of them
 (`tune.max_tasks_per_split`) with at most `tune.data.max_train_per_task` examples and `tune.max_epochs`
 epochs each, and executes prompts on `eval.instances_per_task` test instances per held-out task. At paper
 scale (a TPU pod), set the caps to 0 (all).

@@ -1,6 +1,6 @@
 """Operations of the synthetic DoD's general tasks, with the phrases that describe them.
 
-A general task applies one op, or two ops in sequence, to a short list of 3-6 items of one kind:
+A general task applies one op, or two ops in sequence, to a short list of items of one kind (3-5 in the default DoD):
   words    lexicon words, written "cow, tulip, hammer"
   digits   distinct digits 0-9, written "4 7 1"
   letters  distinct lowercase letters, written "b q a"
