@@ -54,11 +54,16 @@ def texts(corpus):
 # Parsing a document's text back into its parts.
 
 _PAIR = re.compile(r"Input: (.*)\nOutput: (.*)")
+_COPY = re.compile(r"Input: (.*)\nCopy: (.*)")
 
 
 def _parse(text):
   """kind, the wordings it names, the class lists it names, and its (input, output) pairs."""
   lines = text.split("\n")
+  if len(lines) > 1 and lines[1].startswith(corpus_lib.COPY_PREFIX + " "):
+    pairs = [_COPY.fullmatch(a + "\n" + b).groups() for a, b in zip(lines[::2], lines[1::2])]
+    assert len(lines) == 2 * len(pairs) and all(x == y for x, y in pairs), text
+    return "copy", [], [], pairs
   head = [] if lines[0].startswith("Input: ") else [lines.pop(0)]
   tail = [] if not lines or lines[-1].startswith("Output: ") else [lines.pop()]
   pairs = [_PAIR.fullmatch(a + "\n" + b).groups() for a, b in zip(lines[::2], lines[1::2])]
@@ -157,12 +162,12 @@ def test_loss_mask_drops_inputs_and_unconditioned_first_outputs(corpus):
     dropped = corpus.decode([t for t, m in zip(doc.tokens[1:], doc.loss_mask[1:]) if not m])
     if kind == "instruction":
       expected = text.split("\n")[0] + "".join(" " + x for x, _ in pairs)
-    elif kind == "inspect_list":
+    elif kind in ("inspect_list", "copy"):
       expected = "".join(" " + x for x, _ in pairs)
     else:
       expected = " " + pairs[0][0] + " " + pairs[0][1] + "".join(" " + x for x, _ in pairs[1:])
     assert dropped == expected, (kind, text)
-  assert set(seen) == {"instruction", "few_shot", "describe", "inspect_list"}
+  assert set(seen) == {"instruction", "few_shot", "describe", "inspect_list", "copy"}
 
 
 def test_every_kind_appears_in_its_format_and_share(corpus, texts):
@@ -216,6 +221,7 @@ def test_no_novel_task_and_no_held_out_instance_reaches_the_corpus(tasks, corpus
     for ins in t.instances["train"]:
       by_pair[ins.input, ins.output].add(t.name)
   held_out = {t.name: {i.input for s in ("valid", "test") for i in t.instances[s]} for t in seen_tasks}
+  train_inputs = {x for x, _ in by_pair}
 
   counts = collections.Counter()
   for text in texts:
@@ -226,6 +232,10 @@ def test_no_novel_task_and_no_held_out_instance_reaches_the_corpus(tasks, corpus
       assert len(set(classes)) == 5 and frozenset(classes) in class_sets, text
       assert frozenset(classes) not in novel_class_sets, text
     if not pairs:
+      continue
+    if kind == "copy":  # inputs of any allowed tasks, each a train input of one
+      assert all(x in train_inputs for x, _ in pairs), text
+      counts[kind] += 1
       continue
     candidates = set.intersection(*(by_pair.get(p, set()) for p in pairs))
     if wordings:
