@@ -10,6 +10,7 @@ import time
 
 from absl import app
 from absl import flags
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,9 +28,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "timed steps per variant")
 
 
 def tokens_per_s(config, batch_size: int, seq_len: int, repeats: int) -> float:
-  params = jax.jit(lambda rng: F.init_params(config, rng))(jax.random.key(0))
-  params = jax.tree_util.tree_map(lambda x: x.value if hasattr(x, "value") else x, params,
-                                  is_leaf=lambda x: hasattr(x, "value"))
+  params = jax.jit(lambda rng: nn.unbox(F.init_params(config, rng)))(jax.random.key(0))
   tx = optax.adamw(1e-3)
   rng = np.random.default_rng(0)
   tokens = jnp.asarray(rng.integers(4, config.vocab_size, (batch_size, seq_len)), jnp.int32)

@@ -47,7 +47,7 @@ def decoder_config(m, vocab_size: int) -> DecoderConfig:
       num_key_value_heads=m.num_key_value_heads, head_dim=m.hidden_size // m.num_attention_heads,
       rope_theta=m.rope_theta, rope_scaling=RopeScaling(), max_position_embeddings=m.max_position_embeddings,
       tie_word_embeddings=m.tie_word_embeddings, rms_norm_eps=1e-5, bos_token_id=1, eos_token_ids=(2,),
-      pad_token_id=3, scan_unroll=m.num_hidden_layers if m.get("unroll_layers", True) else 1)
+      pad_token_id=3, scan_unroll=m.num_hidden_layers if m.unroll_layers else 1)
 
 
 def main(argv):

@@ -292,14 +292,15 @@ def test_copy_documents_repeat_inputs_and_learn_only_the_copies(tasks, tokenizer
   cfg = corpus_lib.corpus_config()
   cfg.kinds.update(instruction=0.0, few_shot=0.0, describe=0.0, inspect_list=0.0, copy=1.0)
   corpus = corpus_lib.Corpus(tasks, tokenizer, cfg)
-  inputs = {i.input for t in tasks for i in t.instances["train"]}
+  train_inputs = {t.name: {i.input for i in t.instances["train"]} for t in tasks}
   for doc in corpus.documents(seed=0, step=0, count=50):
     assert doc.kind == "copy"
     lines = corpus.decode(doc.tokens).split("\n")
     assert 2 * cfg.copy_items[0] <= len(lines) <= 2 * cfg.copy_items[1]
-    for x_line, copy_line in zip(lines[::2], lines[1::2]):
+    assert len(doc.tasks) == len(lines) // 2  # the task each input comes from
+    for name, x_line, copy_line in zip(doc.tasks, lines[::2], lines[1::2]):
       x = x_line.removeprefix("Input: ")
-      assert x in inputs and copy_line == corpus_lib.COPY_PREFIX + " " + x
+      assert x in train_inputs[name] and copy_line == corpus_lib.COPY_PREFIX + " " + x
     # Out of the loss: BOS and the inputs; the copies, "Input:", "Copy:" and newlines are learned.
     dropped = corpus.decode([t for t, m in zip(doc.tokens[1:], doc.loss_mask[1:]) if not m])
     assert doc.loss_mask[0] == 0 and dropped == "".join(" " + x.removeprefix("Input: ") for x in lines[::2])

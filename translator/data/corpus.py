@@ -292,8 +292,8 @@ class Corpus:
         few_shot_demos=int(cfg.few_shot_demos), describe_demos=tuple(cfg.describe_demos),
         describe_classes_prob=float(cfg.describe_classes_prob), inspect_items=tuple(cfg.inspect_items),
         w_inputs=int(cfg.loss_on_inputs), w_instructions=int(cfg.loss_on_instructions),
-        w_opening=int(cfg.loss_on_instructions and cfg.get("loss_on_opening_instructions", True)),
-        w_first_output=int(cfg.loss_on_first_output), copy_items=tuple(cfg.get("copy_items", (2, 4))),
+        w_opening=int(cfg.loss_on_instructions and cfg.loss_on_opening_instructions),
+        w_first_output=int(cfg.loss_on_first_output), copy_items=tuple(cfg.copy_items),
         max_waiting=int(cfg.max_waiting))
 
     weights = {k: float(cfg.kinds.get(k, 0.0)) for k in KINDS}
@@ -450,9 +450,11 @@ class Corpus:
       else:
         doc.add(self._instruction, 1)
         doc.add(self._wording(d, task, spaced=True), s.w_instructions)
-    elif kind == "copy":
+    elif kind == "copy":  # inputs of other tasks of the family (`task`, drawn above, is not one of them)
+      sources = []
       for n in range(d.between(s.copy_items)):
         other = pool[d.below(len(pool))]
+        sources.append(other.name)
         x = other.inputs[d.below(len(other.inputs))]
         if n:
           doc.add(self._newline, 1)
@@ -461,6 +463,7 @@ class Corpus:
         doc.add(self._newline, 1)
         doc.add(self._copy, 1)
         doc.add(x, 1)
+      doc.tasks = tuple(sources)
     else:  # input_only
       self._examples(doc, task, [d.below(n_train)], 1)
     doc.add([self.eos_id], 1)
