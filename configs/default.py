@@ -20,19 +20,12 @@ epochs each, and executes prompts on `eval.instances_per_task` test instances pe
 scale (a TPU pod), set the caps to 0 (all).
 """
 
-import os
-
 import ml_collections
 
 from configs import translator_paper
 from configs import tune_toy
 import translator
 from translator.baselines import inspect_baseline
-
-# The shipped LMs, wherever the package is installed.
-ASSETS = os.path.join(os.path.dirname(os.path.abspath(translator.__file__)), "assets", "lms")
-BASE_LM = os.path.join(ASSETS, "base")
-TARGET_LM = os.path.join(ASSETS, "target")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -43,8 +36,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # the world the shipped LMs were trained on; or a DoD folder (dod.write_dod).
   c.dod_dir = ""
   c.world = "default"  # translator.data.synthetic: "default" | "small" (only when dod_dir is "")
-  c.base_lm = BASE_LM  # the source LM: soft prompts are tuned on it, the paper's translator decodes with it
-  c.target_lm = TARGET_LM  # the larger LM of the portability experiment
+  c.base_lm = translator.shipped_lm("base")  # the source LM: soft prompts are tuned on it, the paper's translator decodes with it
+  c.target_lm = translator.shipped_lm("target")  # the larger LM of the portability experiment
   c.lm_dtype = "float32"
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 

@@ -13,13 +13,14 @@ TPU pod:
       --workdir ~/translator_cross --config.world_dir=~/world --config.stores='(\"~/tune_toy/prompts\",)'"
 """
 
+import translator
 from translator.translation import config as base_config
 
 
 def get_config(arg: str = ""):
   args = [a for a in arg.split(",") if a]
   c = base_config.base()
-  c.lm_path = "translator/assets/lms/target"  # the decoder; the prompts come from translator/assets/lms/base
+  c.lm_path = translator.shipped_lm("target")  # the decoder; the prompts come from the shipped base
   c.encoder.kind = "linear"
   c.lora.update(rank=4, alpha=8.0, dropout=0.1)
   if "smoke" in args:

@@ -14,13 +14,14 @@ TPU pod:
       --workdir ~/translator_design --config.world_dir=~/world --config.stores='(\"~/tune_toy/prompts\",)'"
 """
 
+import translator
 from translator.translation import config as base_config
 
 
 def get_config(arg: str = ""):
   args = [a for a in arg.split(",") if a]
   c = base_config.base()
-  c.lm_path = "translator/assets/lms/base"
+  c.lm_path = translator.shipped_lm("base")
   c.encoder.update(kind="transformer", width=256, depth=2, heads=4, num_queries=0, skip=True, dropout=0.1)
   c.lora.rank = 0  # frozen decoder
   c.optimizer.lr = 1e-4

@@ -16,13 +16,14 @@ Restarting the same command resumes from the workdir. Then: python -m experiment
   --translator /tmp/translator_paper/translator --prompts /tmp/tune_toy/prompts --output /tmp/hard_prompts.json
 """
 
+import translator
 from translator.translation import config as base_config
 
 
 def get_config(arg: str = ""):
   args = [a for a in arg.split(",") if a]
   c = base_config.base()
-  c.lm_path = "translator/assets/lms/base"  # the source LM: the one the prompts were tuned on
+  c.lm_path = translator.shipped_lm("base")  # the source LM: the one the prompts were tuned on
   c.encoder.kind = "identity"
   c.lora.update(rank=4, alpha=8.0, dropout=0.1)
   if "smoke" in args:

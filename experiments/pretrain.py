@@ -4,6 +4,11 @@ decoder, and exports it in Hugging Face layout. Resumes from `--workdir` when re
   python -m experiments.make_world --config configs/world.py --workdir /tmp/world
   python -m experiments.pretrain --config configs/pretrain.py:base --workdir /tmp/world/base \
       --config.world_dir=/tmp/world
+
+Rerunning a finished run only exports it again (e.g. with another `export_dtype`). Rerunning it with a larger
+`total_steps` continues it from its last checkpoint under the schedule of the new length (the cosine stretched
+to the new end, so the learning rate rises a little and decays again): launch/build_world.sh continues
+`base` from 3,000 to 3,500 steps this way, as the shipped base was trained.
 """
 
 import functools

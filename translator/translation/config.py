@@ -15,6 +15,7 @@ Fields (see experiments/train_translator.py):
 
 import ml_collections
 
+import translator
 from translator.models.lora import ALL_PROJECTIONS
 
 
@@ -23,7 +24,7 @@ def base() -> ml_collections.ConfigDict:
   c.stores = ("/tmp/tune_toy/prompts",)  # WORKDIR_OF_TUNING/prompts of experiments.tune_prompts (a tuple)
   c.world_dir = ""  # holds dod/ (experiments.make_world)
   c.dod_dir = ""  # overrides world_dir/dod
-  c.lm_path = "translator/assets/lms/base"
+  c.lm_path = translator.shipped_lm("base")
   c.lm_dtype = "float32"
   c.seed = 0
 
