@@ -27,6 +27,16 @@ def test_save_then_load_round_trips(tmp_path):
   assert not [p for p in (tmp_path).iterdir() if p.name.startswith(".tmp")]
 
 
+def test_a_bfloat16_export_loads_as_the_rounded_params_in_float32(tmp_path):
+  """How the shipped target is stored: bf16 on disk, float32 (the exact bf16 values) at load."""
+  params = nn.unbox(F.init_params(CONFIG, jax.random.key(2)))
+  path = export.save_lm(tmp_path / "lm", CONFIG, params, dtype="bfloat16")
+  lm = translator.load_lm(path, dtype="float32")
+  for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(lm.params)):
+    assert b.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(a.astype(jax.numpy.bfloat16).astype(np.float32)), np.asarray(b))
+
+
 def test_transformers_reads_the_export(tmp_path):
   torch = pytest.importorskip("torch")
   from tests import hf_models  # pylint: disable=g-import-not-at-top
