@@ -1,7 +1,7 @@
 r"""Prompt tuning on the synthetic world: one prompt per task of the synthetic DoD, against the world's base LM.
 
 Local (after `python -m experiments.make_world --config configs/world.py --workdir /tmp/world` and the base
-LM's pretraining, which exports `/tmp/world/base/hf`; the LM defaults to translator/assets/lms/base):
+LM's pretraining, which exports `/tmp/world/base/hf`; the LM defaults to the shipped base):
   python -m experiments.tune_prompts --config configs/tune_toy.py --workdir /tmp/tune_toy \
       --config.world_dir=/tmp/world --config.lm_path=/tmp/world/base/hf
 A smoke run (6 tasks, 4-token prompts, 2 epochs, 12 steps; ~10 s on a CPU with a tiny LM): `--config configs/tune_toy.py:smoke`.
@@ -20,6 +20,8 @@ its own AdamW state; a task's epoch is one pass over its train instances, after 
 
 import ml_collections
 
+import translator
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   args = [a for a in arg.split(",") if a]
@@ -30,7 +32,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.task_splits = "train,test,novel"  # the translator's splits to tune prompts for (comma-separated)
   c.max_tasks = 0  # 0 = all; else a seeded sample
   c.max_tasks_per_split = ""  # e.g. "train=400,test=60": a seeded sample of at most that many per split
-  c.lm_path = "translator/assets/lms/base"
+  c.lm_path = translator.shipped_lm("base")
   c.lm_dtype = "float32"
   c.seed = 0
 
