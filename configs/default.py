@@ -36,7 +36,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # the world the shipped LMs were trained on; or a DoD folder (dod.write_dod).
   c.dod_dir = ""
   c.world = "default"  # translator.data.synthetic: "default" | "small" (only when dod_dir is "")
-  c.base_lm = translator.shipped_lm("base")  # the source LM: soft prompts are tuned on it, the paper's translator decodes with it
+  # The source LM: soft prompts are tuned on it, the paper's translator decodes with it.
+  c.base_lm = translator.shipped_lm("base")
   c.target_lm = translator.shipped_lm("target")  # the larger LM of the portability experiment
   c.lm_dtype = "float32"
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
