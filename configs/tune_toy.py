@@ -32,6 +32,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.task_splits = "train,test,novel"  # the translator's splits to tune prompts for (comma-separated)
   c.max_tasks = 0  # 0 = all; else a seeded sample
   c.max_tasks_per_split = ""  # e.g. "train=400,test=60": a seeded sample of at most that many per split
+  # A capped train split is sampled balanced over these task fields (attributes or meta entries, in turn,
+  # dod.balanced_sample), e.g. "family,kind"; held-out splits are sampled uniformly, so that their means
+  # estimate the whole split's. "" = uniform.
+  c.balance_train_by = ""
   c.lm_path = translator.shipped_lm("base")
   c.lm_dtype = "float32"
   c.seed = 0

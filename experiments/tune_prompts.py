@@ -88,11 +88,12 @@ def read_tasks(cfg, lm) -> list[dod.Task]:
     rng = np.random.default_rng([cfg.seed, zlib.crc32(b"tasks")])
     tasks = [tasks[i] for i in sorted(rng.choice(len(tasks), cfg.max_tasks, replace=False))]
   caps = parse_caps(cfg.get("max_tasks_per_split", ""))
+  balance = [f.strip() for f in cfg.get("balance_train_by", "").split(",") if f.strip()]
   for split, cap in caps.items():
     of_split = [t for t in tasks if t.split == split]
     if 0 < cap < len(of_split):
       rng = np.random.default_rng([cfg.seed, zlib.crc32(split.encode("utf-8"))])
-      keep = {of_split[i].name for i in rng.choice(len(of_split), cap, replace=False)}
+      keep = {t.name for t in dod.balanced_sample(of_split, cap, balance if split == "train" else (), rng)}
       tasks = [t for t in tasks if t.split != split or t.name in keep]
   if not tasks:
     raise ValueError(f"no task of splits {splits} to tune")

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from translator.data import dod
@@ -208,3 +209,24 @@ def test_excluded_ops_take_no_part_and_unknown_ones_are_refused(cfg):
   c.exclude_ops = ("reverse", "no_such_op")
   with pytest.raises(ValueError, match="no_such_op"):
     synthetic.generate(c)
+
+
+def test_balanced_sample_gives_small_groups_all_their_tasks(full_tasks):
+  train = sorted((t for t in full_tasks if t.split == "train"), key=lambda t: t.name)
+  kinds = collections.Counter((t.family, t.meta.get("kind", "")) for t in train)
+  rng = lambda: np.random.default_rng(0)
+  sample = dod.balanced_sample(train, 400, ("family", "kind"), rng())
+  got = collections.Counter((t.family, t.meta.get("kind", "")) for t in sample)
+  assert len(sample) == len({t.name for t in sample}) == 400
+  assert got["classification", ""] == 200  # the families share the 400 equally
+  # Within general, letters (13) and digits (84) are below their shares (200 / 3, then 187 / 2) and come
+  # whole; words take the rest.
+  small = [("general", "letters"), ("general", "digits")]
+  assert kinds[small[0]] < 200 // 3 and kinds[small[1]] < (200 - kinds[small[0]]) // 2 < kinds["general", "words"]
+  assert all(got[k] == kinds[k] for k in small)
+  assert got["general", "words"] == 200 - sum(kinds[k] for k in small)
+  assert [t.name for t in sample] == sorted(t.name for t in sample)  # order kept
+  assert sample == dod.balanced_sample(train, 400, ("family", "kind"), rng())  # seeded
+  uniform = dod.balanced_sample(train, 400, (), rng())
+  assert {t.name for t in uniform} == {train[i].name for i in rng().choice(len(train), 400, replace=False)}
+  assert dod.balanced_sample(train[:10], 400, ("family",), rng()) == train[:10]

@@ -26,6 +26,8 @@ import os
 import tempfile
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+import numpy as np
+
 FAMILIES = ("classification", "general")
 TASK_SPLITS = ("train", "test", "novel")
 INSTANCE_SPLITS = ("train", "valid", "test")
@@ -163,6 +165,39 @@ def counts(tasks: Sequence[Task]) -> dict[str, Any]:
       "tasks_by_family_and_split": {f: {s: by[f, s] for s in TASK_SPLITS} for f in FAMILIES},
       "instances_by_split": {k: instances[k] for k in INSTANCE_SPLITS},
   }
+
+
+def task_field(task: Task, field: str) -> str:
+  """A task attribute (`family`, `split`, ...) or, failing that, an entry of its `meta` ("" when absent)."""
+  value = getattr(task, field) if field in Task.__dataclass_fields__ else task.meta.get(field, "")
+  return str(value)
+
+
+def balanced_sample(tasks: Sequence[Task], count: int, fields: Sequence[str],
+                    rng: np.random.Generator) -> list[Task]:
+  """At most `count` of `tasks`, balanced over the values of `fields` in turn; the sample keeps their order.
+
+  The first field's groups (e.g. the families) share `count` equally, a group smaller than its share giving
+  the rest to the others; each group's quota is split the same way over the next field (e.g. the synthetic
+  DoD's input kinds), and drawn uniformly at the last. With no fields, a uniform sample.
+  """
+  def draw(pool: list[int], quota: int, rest: Sequence[str]) -> list[int]:
+    if quota >= len(pool):
+      return pool
+    if not rest:
+      return [pool[i] for i in rng.choice(len(pool), quota, replace=False)]
+    groups = collections.defaultdict(list)
+    for i in pool:
+      groups[task_field(tasks[i], rest[0])].append(i)
+    chosen, left = [], quota
+    for n_left, key in enumerate(sorted(groups, key=lambda k: (len(groups[k]), k)), start=0):
+      share = left // (len(groups) - n_left)  # smallest groups first: what they leave goes to the larger
+      part = draw(groups[key], share, rest[1:])
+      chosen += part
+      left -= len(part)
+    return chosen
+
+  return [tasks[i] for i in sorted(draw(list(range(len(tasks))), count, tuple(fields)))]
 
 
 def write_dod(tasks: Sequence[Task], directory: str, metadata: Optional[Mapping[str, Any]] = None) -> str:
