@@ -38,6 +38,7 @@ def get_config(arg: str = "base") -> ml_collections.ConfigDict:
   # 32 rows of 256 tokens per step (~7,600 tokens/s for base, ~40 ms per row, on a 2-core CPU).
   c.batch_size = 32
   c.total_steps = 3_000 if size == "base" else 2_000
+  c.stop_at_step = 0  # 0 = total_steps; else end there while the schedule runs to total_steps (continuations)
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", lr=2e-3 if size == "base" else 1e-3, b2=0.98, weight_decay=0.1, clip_norm=1.0,
       schedule="cosine", warmup_steps=150, final_lr_fraction=0.05))

@@ -8,7 +8,9 @@ decoder, and exports it in Hugging Face layout. Resumes from `--workdir` when re
 Rerunning a finished run only exports it again (e.g. with another `export_dtype`). Rerunning it with a larger
 `total_steps` continues it from its last checkpoint under the schedule of the new length (the cosine stretched
 to the new end, so the learning rate rises a little and decays again): launch/build_world.sh continues
-`base` from 3,000 to 3,500 steps this way, as the shipped base was trained.
+`base` from 3,000 to 3,500 steps this way, as the shipped base was trained. `stop_at_step` ends a run early
+while its schedule still runs to `total_steps`, so a long run can be cut into legs that fit a time budget and
+end where an uncut run would be (the run is exported at the stop; rerunning without it resumes there).
 """
 
 import functools
@@ -129,13 +131,16 @@ def main(argv):
 
   # ----- Train loop ----------------------------------------------------------------------------------------
   writer = metrics.MetricWriter(workdir)
-  progress = metrics.Progress(cfg.total_steps, first_step, every=cfg.log_every, name="pretrain")
+  end = cfg.stop_at_step or cfg.total_steps
+  if not 0 < end <= cfg.total_steps:
+    raise ValueError(f"stop_at_step={end} is not in 1..total_steps={cfg.total_steps}")
+  progress = metrics.Progress(end, first_step, every=cfg.log_every, name="pretrain")
   tokens_per_step = cfg.batch_size * cfg.seq_len
   t_last, running = time.perf_counter(), []
-  for step in range(first_step + 1, cfg.total_steps + 1):
+  for step in range(first_step + 1, end + 1):
     state, aux = train_step(state, global_batch(step))
     running.append(aux)
-    if step % cfg.log_every == 0 or step == cfg.total_steps:
+    if step % cfg.log_every == 0 or step == end:
       aux = jax.device_get(running)
       mean = {k: float(np.mean([a[k] for a in aux])) for k in aux[0]}
       now = time.perf_counter()
@@ -144,14 +149,14 @@ def main(argv):
       writer.write(step, mean)
       progress(step, f"loss {mean['loss']:.4f} acc {mean['accuracy']:.3f} {mean['tokens_per_s']:.0f} tok/s")
       t_last, running = time.perf_counter(), []
-    if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.total_steps):
+    if cfg.eval.every and (step % cfg.eval.every == 0 or step == end):
       result = evaluate(state.params)
       writer.write(step, {f"eval/{k}": v for k, v in result.items()})
       logging.info("eval at step %d: %s", step, " ".join(f"{k}={v:.3f}" for k, v in sorted(result.items())))
       t_last = time.perf_counter()
     ckpt.maybe_save(step, state, {"step": step})
-  if ckpt.latest_step() != cfg.total_steps:
-    ckpt.save(cfg.total_steps, state, {"step": cfg.total_steps})
+  if (ckpt.latest_step() or 0) < end:  # a run already past `end` (a later continuation) stays as it is
+    ckpt.save(end, state, {"step": end})
   ckpt.close()
   writer.close()
 
