@@ -1,6 +1,7 @@
 r"""Cross-model translation: prompts tuned on the `base` LM, decoded by the `target` LM through a linear encoder.
 
-The linear encoder maps every prompt vector from the base LM's width into the target LM's embedding space;
+The linear encoder maps every prompt vector from the base LM's width into the target LM's embedding space,
+starting from the map that sends each token's base embedding to its target embedding;
 the target LM reads the result as its prefix, with LoRA (the paper's r=4, alpha=8, dropout 0.1).
 Paper hyper-parameters otherwise.
 
@@ -22,6 +23,8 @@ def get_config(arg: str = ""):
   c = base_config.base()
   c.lm_path = translator.shipped_lm("target")  # the decoder; the prompts come from the shipped base
   c.encoder.kind = "linear"
+  # Starts as the least-squares map from base's token embeddings to target's (they share the tokenizer).
+  c.encoder.align_with = translator.shipped_lm("base")
   c.lora.update(rank=4, alpha=8.0, dropout=0.1)
   if "smoke" in args:
     base_config.smoke(c)

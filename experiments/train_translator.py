@@ -65,6 +65,25 @@ def embedding_rms(lm) -> float:
   return float(jnp.sqrt(jnp.mean(jnp.square(lm.embed(ids).astype(jnp.float32)))))
 
 
+def aligned_encoder(enc_cfg, lm, params: dict) -> dict:
+  """The linear encoder's params set to the least-squares map from the token embeddings of the LM in
+  `enc_cfg.align_with` (the source of the prompts) to the decoder's (encoders.aligned_linear)."""
+  if enc_cfg.kind != "linear":
+    raise ValueError(f"encoder.align_with needs encoder.kind='linear', not {enc_cfg.kind!r}")
+  source = translator.load_lm(enc_cfg.align_with, "float32")
+  if source.config.vocab_size != lm.config.vocab_size:
+    raise ValueError(f"encoder.align_with: {enc_cfg.align_with} has a vocabulary of {source.config.vocab_size} "
+                     f"tokens, the decoder {lm.config.vocab_size}; the alignment needs one shared vocabulary")
+  ids = jnp.arange(lm.config.vocab_size, dtype=jnp.int32)[None]
+  aligned = encoders.aligned_linear(np.asarray(source.embed(ids)[0]), np.asarray(lm.embed(ids)[0]))
+  want, got = params["proj"]["kernel"].shape, aligned["proj"]["kernel"].shape
+  if want != got:
+    raise ValueError(f"encoder.align_with: {enc_cfg.align_with} maps widths {got}, the encoder {want}: the "
+                     "prompts were tuned on another LM")
+  logging.info("linear encoder aligned with the token embeddings of %s", enc_cfg.align_with)
+  return aligned
+
+
 def run(cfg, workdir: str) -> dict:
   """Trains (or resumes), writes the translator and its evaluations; returns a summary (with the final
   trainables as host arrays)."""
@@ -124,6 +143,8 @@ def run(cfg, workdir: str) -> dict:
   enc_rng, lora_rng = jax.random.split(jax.random.key(cfg.seed))
   trainable = {"encoder": encoders.init(encoder, enc_rng, prompt_shape),
                "lora": lora_lib.init(c, lora, lora_rng).weights if lora else {}}
+  if cfg.encoder.get("align_with"):
+    trainable["encoder"] = aligned_encoder(cfg.encoder, lm, trainable["encoder"])
   logging.info("encoder %s: %d params; LoRA %s: %d params", cfg.encoder.kind,
                sum(x.size for x in jax.tree_util.tree_leaves(trainable["encoder"])), lora,
                sum(x.size for x in jax.tree_util.tree_leaves(trainable["lora"])))

@@ -85,6 +85,20 @@ def test_encoder_shapes():
     encoders.make({"kind": "lstm"}, 8)
 
 
+def test_aligned_linear_maps_each_source_token_onto_the_decoder_token():
+  rng = np.random.default_rng(0)
+  src = rng.normal(size=(300, D_SRC))
+  a, b = rng.normal(size=(D_SRC, 40)), rng.normal(size=40)
+  dec = src @ a + b  # an exactly affine relation is recovered
+  params = encoders.aligned_linear(src, dec)
+  y = encoders.make({"kind": "linear"}, 40).apply({"params": params}, jnp.asarray(src[None], jnp.float32))
+  np.testing.assert_allclose(np.asarray(y[0]), dec, rtol=1e-4, atol=1e-4)
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+      encoders.init(encoders.make({"kind": "linear"}, 40), jax.random.key(0), (P, D_SRC)))
+  with pytest.raises(ValueError, match="one vocabulary"):
+    encoders.aligned_linear(src, dec[:-1])
+
+
 def task(name, family, split, paraphrases=("p1", "p2", "p3")):
   return dod.Task(name=name, family=family, instruction=f"do {name}", paraphrases=paraphrases, classes=(),
                   split=split, instances={})

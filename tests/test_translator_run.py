@@ -49,6 +49,8 @@ def smoke_config(module, world, **overrides):
   c.world_dir = world["root"]
   c.stores = tuple(world["stores"])
   c.lm_path = world["target"] if module is translator_cross else world["base"]
+  if module is translator_cross:
+    c.encoder.align_with = world["base"]  # the LM of the (fake) prompts: same width and tokenizer
   c.mesh.update(data=2, fsdp=2, tensor=2)
   for k, v in overrides.items():
     c[k] = v

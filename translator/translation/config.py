@@ -4,7 +4,8 @@ Fields (see experiments/train_translator.py):
   stores            list of prompt store folders (several seeds = several prompts per task)
   world_dir / dod_dir   the DoD the prompts were tuned on (instructions, paraphrases, task splits)
   lm_path, lm_dtype the decoder LM (any `load_lm` folder): the source LM (paper) or another one
-  encoder.kind      identity | linear | mlp | transformer (translator/translation/encoders.py), and its sizes
+  encoder.kind      identity | linear | mlp | transformer (translator/translation/encoders.py), and its sizes;
+                    encoder.align_with: linear starts as the map between two LMs' token embeddings
   lora.rank         0 = frozen decoder; else LoRA rank, alpha, dropout, targets (comma-separated)
   data.paraphrases  paraphrased targets per training task (-1 = all); data.valid_tasks: held-out train tasks
                     per family (fraction < 1 or count); data.max_len: text tokens (0 = fit)
@@ -31,7 +32,8 @@ def base() -> ml_collections.ConfigDict:
   c.encoder = ml_collections.ConfigDict(dict(
       kind="identity", hidden=0,  # mlp: hidden width (0 = 4 D)
       width=256, depth=2, heads=4, num_queries=0, skip=True,  # transformer
-      dropout=0.0))
+      dropout=0.0,
+      align_with=""))  # linear: the LM the prompts were tuned on; "" = random init (encoders.aligned_linear)
   c.lora = ml_collections.ConfigDict(dict(rank=4, alpha=8.0, dropout=0.1, targets=",".join(ALL_PROJECTIONS)))
   c.data = ml_collections.ConfigDict(dict(paraphrases=-1, valid_tasks=0.1, max_len=0, max_train_tasks=0))
 

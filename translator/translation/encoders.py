@@ -9,6 +9,9 @@
                `num_queries` > 0, a resampler: `num_queries` learned queries cross-attend to them (P' = Q).
                With `skip` and equal widths and lengths, the output is prompt + correction (zero-initialised).
 
+`linear` can instead start from the least-squares map between the two LMs' token embeddings
+(`aligned_linear`; config `encoder.align_with`: the folder of the LM the prompts were tuned on).
+
 Every encoder's output lands in the decoder's input-embedding space; `output_rms` (the RMS of the decoder's
 token embeddings) sets the scale at which freshly initialised projections write there.
 
@@ -22,6 +25,7 @@ from typing import Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 KINDS = ("identity", "linear", "mlp", "transformer")
@@ -138,6 +142,21 @@ def make(cfg, out_features: int, output_rms: float = 1.0) -> nn.Module:
                        num_queries=get("num_queries", 0), dropout=get("dropout", 0.0), skip=get("skip", True),
                        output_rms=output_rms)
   raise ValueError(f"encoder.kind {kind!r} is not one of {KINDS}")
+
+
+def aligned_linear(source_embeddings, decoder_embeddings) -> dict:
+  """Params of `Linear` mapping the source LM's input-embedding space onto the decoder's: the least-squares
+  affine map that sends each token's source embedding `[V, D_src]` to its decoder embedding `[V, D_dec]`
+  (the two LMs share one vocabulary). A prompt vector near a source token then starts near the same token of
+  the decoder, rather than at a random point of its space."""
+  src = np.asarray(source_embeddings, np.float64)
+  dec = np.asarray(decoder_embeddings, np.float64)
+  if src.ndim != 2 or dec.ndim != 2 or src.shape[0] != dec.shape[0]:
+    raise ValueError(f"embedding alignment needs two tables over one vocabulary; got {src.shape} and {dec.shape}")
+  src_mean, dec_mean = src.mean(0), dec.mean(0)
+  kernel = np.linalg.lstsq(src - src_mean, dec - dec_mean, rcond=None)[0]
+  return {"proj": {"kernel": jnp.asarray(kernel, jnp.float32),
+                   "bias": jnp.asarray(dec_mean - src_mean @ kernel, jnp.float32)}}
 
 
 def init(encoder: nn.Module, rng: Array, prompt_shape: tuple[int, int]) -> dict:
