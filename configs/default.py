@@ -71,8 +71,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   # Ablation: other translators (configs/translator_{name}.py), trained like the one above on the same prompts
   # and scored on the same tasks (rows "translator_{name}" of the translation table): "design" (transformer
-  # encoder + frozen decoder), "cross" (prompts of base, decoded by target through a linear encoder).
-  # About 3 minutes each on the default; off by default to keep the run within 20 minutes.
+  # encoder + frozen decoder), "design_lora" (transformer encoder + LoRA), "cross" (prompts of base, decoded by
+  # target through a linear encoder). 3 to 14 minutes each on the default; off by default to keep the run short.
   c.ablations = ""
 
   # ----- Stage 3: hard prompts from the training-free baselines ------------------------------------------------

@@ -2,7 +2,8 @@ r"""Cross-model translation: prompts tuned on the `base` LM, decoded by the `tar
 
 The linear encoder maps every prompt vector from the base LM's width into the target LM's embedding space,
 starting from the map that sends each token's base embedding to its target embedding;
-the target LM reads the result as its prefix, with LoRA (the paper's r=4, alpha=8, dropout 0.1).
+the target LM reads the result as its prefix, with LoRA r=16, alpha=32, dropout 0.1 (the rank of the default's
+main translator: on the embedded default, r16 reached all-task ROUGE-L 0.569 against 0.489 for the paper's r4).
 Paper hyper-parameters otherwise.
 
 Local (prompts from experiments.tune_prompts on the base LM in /tmp/tune_toy):
@@ -25,7 +26,7 @@ def get_config(arg: str = ""):
   c.encoder.kind = "linear"
   # Starts as the least-squares map from base's token embeddings to target's (they share the tokenizer).
   c.encoder.align_with = translator.shipped_lm("base")
-  c.lora.update(rank=4, alpha=8.0, dropout=0.1)
+  c.lora.update(rank=16, alpha=32.0, dropout=0.1)
   if "smoke" in args:
     base_config.smoke(c)
   return c

@@ -1,7 +1,7 @@
 """The translator end to end on a tiny world: two fake prompt stores (two seeds) over a tiny random Llama, each
-config (paper: identity + LoRA; design: transformer + frozen decoder; cross: linear into a wider LM) trains a
-few steps, selects an epoch by validation ROUGE-L, writes eval/valid.json and a translator that
-experiments.translate loads; a cut run resumes from its checkpoint and ends where an uncut run ends."""
+config (paper: identity + LoRA; design: transformer + frozen decoder; design_lora: transformer + LoRA; cross:
+linear into a wider LM) trains a few steps, selects an epoch by validation ROUGE-L, writes eval/valid.json and a
+translator that experiments.translate loads; a cut run resumes from its checkpoint and ends where an uncut run ends."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import translator_cross, translator_design, translator_paper
+from configs import translator_cross, translator_design, translator_design_lora, translator_paper
 from experiments import train_translator, translate
 from tests import fixtures
 from translator.tuning import store
@@ -63,8 +63,8 @@ def paper_run(world, tmp_path_factory):
   return workdir, train_translator.run(smoke_config(translator_paper, world), workdir)
 
 
-@pytest.mark.parametrize("module", [translator_paper, translator_design, translator_cross],
-                         ids=["paper", "design", "cross"])
+@pytest.mark.parametrize("module", [translator_paper, translator_design, translator_design_lora, translator_cross],
+                         ids=["paper", "design", "design_lora", "cross"])
 def test_train_select_translate(module, world, tmp_path, request):
   if module is translator_paper:
     workdir, out = request.getfixturevalue("paper_run")
