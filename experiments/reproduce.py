@@ -17,8 +17,9 @@ pod) every process reads the workdir, so it must be one shared filesystem (NFS, 
   execution      WORKDIR/execution/{prompt}@{model}.json  per-task scores and predictions of every prompt
                  kind (soft on base; gold, methods, zero_shot, few_shot on base and target)
   ablations      WORKDIR/ablations/{name}/    other translators (config.ablations, e.g. "design,cross":
-                 configs/translator_{name}.py trained like the main one), scored like the methods (kept in
-                 WORKDIR/ablations/{name}/translation.json), not executed
+                 configs/translator_{name}.py trained like the main one), scored like the methods, not
+                 executed; its hard prompts and scores stay in its folder (hard_prompts.json, translation.json),
+                 so removing the folder retrains it and derives both anew
   report         WORKDIR/results.json, results.md (printed), figures/*.png
 
 results.json (documented in the README):
@@ -237,7 +238,7 @@ def ablations_stage(cfg, workdir, stages, tr_cfg, tune_s, prompts, names, eval_t
     stages.run(method, {"translator": c.to_dict(), "tune": tune_s},
                os.path.exists(os.path.join(directory, "translator", "translator.json")),
                lambda: train_translator.run(c, directory), started=os.path.isdir(directory))
-    path = os.path.join(workdir, "hard_prompts", f"{method}.json")
+    path = os.path.join(directory, "hard_prompts.json")
     if not os.path.exists(path):
       t = translator_of(os.path.join(directory, "translator"), c.lm_path, cfg, base_lm_fn)
       texts = t.translate(prompts[rows_of(names, eval_tasks)], batch_size=c.eval_batch_size)

@@ -75,6 +75,20 @@ def test_a_rerun_reuses_every_stage(setup):
   assert again["translation"] == results["translation"] and again["execution"] == results["execution"]
 
 
+def test_a_removed_ablation_is_trained_and_derived_anew(setup):
+  """An ablation's hard prompts and scores live in its folder: removing the folder retrains the translator and
+  derives both from it, rather than scoring the hard prompts of the translator that was removed."""
+  cfg, workdir, results = setup
+  directory = os.path.join(workdir, "ablations", "design")
+  assert os.path.exists(os.path.join(directory, "hard_prompts.json"))
+  assert not os.path.exists(os.path.join(workdir, "hard_prompts", "translator_design.json"))
+  shutil.rmtree(directory)
+  again = reproduce.run(cfg, workdir)
+  assert os.path.getmtime(os.path.join(directory, "hard_prompts.json")) > \
+      os.path.getmtime(os.path.join(directory, "translator", "translator.json"))
+  assert again["translation"]["all"]["translator_design"] == results["translation"]["all"]["translator_design"]
+
+
 def test_a_rerun_with_other_settings_is_refused(setup):
   cfg, workdir, _ = setup
   changed = cfg.copy_and_resolve_references()
