@@ -219,7 +219,7 @@ def ablation_config(cfg, name: str, tr_cfg):
       raise ValueError(f"the cross ablation decodes with the target LM, but config.target_lm={cfg.target_lm!r} "
                        "holds no local LM")
     c.lm_path = cfg.target_lm
-    if c.encoder.get("align_with"):
+    if c.encoder.align_with:
       c.encoder.align_with = cfg.base_lm  # the LM the prompts were tuned on
   else:
     c.lm_path = cfg.base_lm

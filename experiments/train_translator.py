@@ -143,7 +143,7 @@ def run(cfg, workdir: str) -> dict:
   enc_rng, lora_rng = jax.random.split(jax.random.key(cfg.seed))
   trainable = {"encoder": encoders.init(encoder, enc_rng, prompt_shape),
                "lora": lora_lib.init(c, lora, lora_rng).weights if lora else {}}
-  if cfg.encoder.get("align_with"):
+  if cfg.encoder.align_with:
     trainable["encoder"] = aligned_encoder(cfg.encoder, lm, trainable["encoder"])
   logging.info("encoder %s: %d params; LoRA %s: %d params", cfg.encoder.kind,
                sum(x.size for x in jax.tree_util.tree_leaves(trainable["encoder"])), lora,
