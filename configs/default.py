@@ -68,6 +68,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.translator.data.paraphrases = -1  # every wording of each training task's instruction
   c.translator.final_splits = ""  # reproduce translates the evaluated tasks itself
   c.translator.log_every = 100
+  # Soft prompts per training task (the translator's augmentation): seed k >= 1 tunes its own sample of the
+  # train split into WORKDIR/tune_seed{k} (the balanced sample keeps every digit and letter task, so those get
+  # k prompts; the word tasks differ). About 13 minutes each on a 2-core CPU; 1 keeps the run short.
+  c.prompt_seeds = 1
 
   # Ablation: other translators (configs/translator_{name}.py), trained like the one above on the same prompts
   # and scored on the same tasks (rows "translator_{name}" of the translation table): "design" (transformer

@@ -10,6 +10,8 @@ pod) every process reads the workdir, so it must be one shared filesystem (NFS, 
 
   world          WORKDIR/world/dod        the synthetic DoD (deterministic, seconds), unless config.dod_dir
   tune           WORKDIR/tune/            experiments.tune_prompts on the base LM -> the prompt store
+  tune_seed{k}   WORKDIR/tune_seed{k}/    with config.prompt_seeds > 1: more prompts of training tasks (another
+                 seed's sample of the train split, tuned from that seed), read by the translators
   translator     WORKDIR/translator/      experiments.train_translator (prompts of the DoD's "train" tasks)
   hard_prompts   WORKDIR/hard_prompts/{method}.json   task -> hard prompt, for every evaluated task;
                  inspect_layers.json: InSPEcT's (source, target) layer sweep on training prompts
@@ -31,6 +33,7 @@ results.json (documented in the README):
 """
 
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -148,8 +151,20 @@ def stage_configs(cfg, workdir: str, dod_dir: str):
   tr.dod_dir, tr.world_dir = dod_dir, ""
   tr.lm_path = tr.lm_path or cfg.base_lm
   tr.lm_dtype, tr.seed, tr.mesh = cfg.lm_dtype, cfg.seed, cfg.mesh
-  tr.stores = (os.path.join(workdir, "tune", "prompts"),)
+  tr.stores = (os.path.join(workdir, "tune", "prompts"),) + tuple(
+      os.path.join(workdir, f"tune_seed{k}", "prompts") for k in range(1, cfg.prompt_seeds))
   return tune, tr
+
+
+def seed_tune_config(tune, k: int):
+  """The tune config of prompt seed `k` >= 1 (`config.prompt_seeds`): the training split alone (with its cap),
+  sampled and tuned with seed `tune.seed + k`."""
+  c = tune.copy_and_resolve_references()
+  c.seed = tune.seed + k
+  c.task_splits = "train"
+  c.max_tasks_per_split = ",".join(f"train={n}" for split, n in tune_prompts.parse_caps(
+      tune.get("max_tasks_per_split", "")).items() if split == "train")
+  return c
 
 
 def rows_of(names, tasks) -> list[int]:
@@ -365,6 +380,12 @@ def run(cfg, workdir: str) -> dict:
   stages.run("tune", tune_s, os.path.exists(os.path.join(store_dir, "metadata.json")),
              lambda: tune_prompts.run(tune_cfg, os.path.join(workdir, "tune")),
              started=os.path.exists(os.path.join(workdir, "tune", "checkpoints")))
+  for k in range(1, cfg.prompt_seeds):  # more prompts of training tasks: the translator's augmentation
+    seed_cfg, seed_dir = seed_tune_config(tune_cfg, k), os.path.join(workdir, f"tune_seed{k}")
+    stages.run(f"tune_seed{k}", seed_cfg.to_dict(), os.path.exists(os.path.join(seed_dir, "prompts", "metadata.json")),
+               functools.partial(tune_prompts.run, seed_cfg, seed_dir),
+               started=os.path.exists(os.path.join(seed_dir, "checkpoints")))
+    tune_s = {**tune_s, f"seed{k}": seed_cfg.to_dict()}  # later stages depend on every store
   tr_s = {"translator": tr_cfg.to_dict(), "tune": tune_s}
   if "translator" in methods:
     stages.run("translator", tr_s, os.path.exists(os.path.join(workdir, "translator", "translator", "translator.json")),

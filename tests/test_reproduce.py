@@ -14,6 +14,7 @@ from experiments import reproduce
 from experiments import serve_openai
 from tests import fixtures
 import translator
+from translator.data import dod
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +29,14 @@ def setup(tmp_path_factory):
   cfg.dod_dir = os.path.join(world, "dod")
   cfg.base_lm, cfg.target_lm = base, target
   cfg.ablations = "design,cross"
+  cfg.prompt_seeds = 2  # a second prompt of training tasks (tune_seed1) for every translator
   workdir = str(root / "run")
   results = reproduce.run(cfg, workdir)
   return cfg, workdir, results
 
 
 def test_results_have_every_method_and_cell(setup):
-  _, workdir, results = setup
+  cfg, workdir, results = setup
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f) == json.loads(json.dumps(results))
   for family in ("general", "classification"):
@@ -55,6 +57,13 @@ def test_results_have_every_method_and_cell(setup):
   with open(os.path.join(workdir, "ablations", "cross", "translator", "translator.json")) as f:
     record = json.load(f)
   assert record["lm"]["hidden_size"] == 48 and record["prompt_shape"][1] == 32  # base prompts, target decoder
+  with open(os.path.join(workdir, "tune_seed1", "prompts", "metadata.json")) as f:
+    seed_names = json.load(f)["names"]
+  split = {t.name: t.split for t in dod.read_dod(cfg.dod_dir)}
+  assert 0 < len(seed_names) <= 24 and {split[n] for n in seed_names} == {"train"}  # the smoke's train cap
+  for directory in ("translator", "ablations/cross"):  # every translator reads both stores
+    with open(os.path.join(workdir, directory, "config.json")) as f:
+      assert [os.path.basename(os.path.dirname(p)) for p in json.load(f)["stores"]] == ["tune", "tune_seed1"]
   s, t = results["inspect_layers"]["source_target"]
   assert 0 <= s <= 2 and 0 <= t <= 2  # the base LM has 2 layers: 0..2
   for name in ("results.md", "figures/methods.png", "figures/execution.png", "figures/translation_vs_soft.png"):
@@ -68,7 +77,8 @@ def test_results_have_every_method_and_cell(setup):
 def test_a_rerun_reuses_every_stage(setup):
   cfg, workdir, results = setup
   stamps = {p: os.path.getmtime(os.path.join(workdir, p)) for p in (
-      "tune/prompts/metadata.json", "translator/translator/translator.json", "hard_prompts/inspect.json",
+      "tune/prompts/metadata.json", "tune_seed1/prompts/metadata.json", "translator/translator/translator.json",
+      "hard_prompts/inspect.json",
       "execution/soft@base.json", "translation.json")}
   again = reproduce.run(cfg, workdir)
   assert {p: os.path.getmtime(os.path.join(workdir, p)) for p in stamps} == stamps

@@ -63,6 +63,34 @@ def test_only_trainables_are_updated(kind, lora_rank):
   assert set(after.trainable) == {"encoder", "lora"} and bool(after.trainable["lora"]) == bool(lora_rank)
 
 
+def test_prompt_noise_perturbs_training_prompts_alone():
+  """`prompt_noise` changes the training loss (noise of that fraction of each vector's RMS, drawn from the step's
+  key), never the loss without a key (validation, translation); 0 leaves training exactly as before."""
+  config = fixtures.tiny_config(V)
+  lm_params = nn.unbox(F.init_params(config, jax.random.key(0)))
+  encoder = encoders.make(ml_collections.ConfigDict(dict(kind="linear")), config.hidden_size)
+  trainable = {"encoder": encoders.init(encoder, jax.random.key(1), (P, D_SRC)), "lora": {}}
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(4, V, (B, T)).astype(np.int32)
+  tokens[:, 0] = 1
+  batch = {"prompts": jnp.asarray(rng.normal(0, 0.02, (B, P, D_SRC)), jnp.float32), "tokens": jnp.asarray(tokens),
+           "mask": jnp.ones((B, T), bool), "weight": jnp.ones((B,), jnp.float32)}
+
+  def loss(noise, key):
+    spec = step_lib.Spec(encoder=encoder, config=config, lora=None, bos_id=1, eos_ids=(2,), pad_id=3,
+                         prompt_noise=noise)
+    return np.asarray(step_lib.losses(spec, trainable, lm_params, batch, key)[0])
+
+  key = jax.random.key(5)
+  clean = loss(0.0, None)
+  np.testing.assert_array_equal(loss(0.5, None), clean)
+  np.testing.assert_array_equal(loss(0.0, key), clean)  # no dropout here: the key alone changes nothing
+  noisy = loss(0.5, key)
+  assert np.all(np.abs(noisy - clean) > 1e-6)
+  np.testing.assert_array_equal(loss(0.5, key), noisy)  # a function of the key
+  assert not np.array_equal(loss(0.5, jax.random.key(6)), noisy)
+
+
 def test_encoder_shapes():
   prompts = jax.random.normal(jax.random.key(0), (2, P, D_SRC))
   shapes = {}

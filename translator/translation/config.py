@@ -9,6 +9,7 @@ Fields (see experiments/train_translator.py):
   lora.rank         0 = frozen decoder; else LoRA rank, alpha, dropout, targets (comma-separated)
   data.paraphrases  paraphrased targets per training task (-1 = all); data.valid_tasks: held-out train tasks
                     per family (fraction < 1 or count); data.max_len: text tokens (0 = fit)
+  prompt_noise      augmentation: training prompts get Gaussian noise of this fraction of each vector's RMS
   batch_size, epochs, optimizer   the paper: 8, 5, AdamW lr 1e-4, weight decay 0.1
   max_new_tokens    greedy generation budget (0 = data.max_len)
   final_splits      task splits translated with the best translator at the end (eval/{split}.json)
@@ -41,6 +42,7 @@ def base() -> ml_collections.ConfigDict:
   c.epochs = 5
   c.optimizer = ml_collections.ConfigDict(dict(name="adamw", lr=1e-4, weight_decay=0.1, schedule="constant",
                                                warmup_steps=0, clip_norm=0.0))
+  c.prompt_noise = 0.0
   c.remat = False
   c.max_new_tokens = 0  # 0 = data.max_len
   c.eval_batch_size = 32

@@ -55,6 +55,7 @@ class Spec:
   eos_ids: tuple[int, ...]
   pad_id: int
   remat: bool = False
+  prompt_noise: float = 0.0  # training only: Gaussian noise on each prompt vector, as a fraction of its RMS
 
 
 def lora_weights(spec: Spec, trainable: dict) -> Optional[LoraWeights]:
@@ -74,7 +75,12 @@ def losses(spec: Spec, trainable: dict, lm_params: dict, batch: dict, rng: Optio
   batch: prompts `[B, P, D_src]`, tokens / mask `[B, T]` (`[BOS][text][EOS]`, right-padded), weight `[B]`.
   """
   enc_rng, lora_rng = (None, None) if rng is None else tuple(jax.random.split(rng))
-  prefix = encode(spec, trainable, batch["prompts"], enc_rng)
+  prompts = batch["prompts"].astype(jnp.float32)
+  if rng is not None and spec.prompt_noise > 0:
+    rms = jnp.sqrt(jnp.mean(jnp.square(prompts), axis=-1, keepdims=True))
+    noise = jax.random.normal(jax.random.fold_in(rng, 1), prompts.shape, prompts.dtype)
+    prompts = prompts + spec.prompt_noise * rms * noise
+  prefix = encode(spec, trainable, prompts, enc_rng)
   out = F.forward(lm_params, spec.config, batch["tokens"], mask=batch["mask"], embedded_prefix=prefix,
                   compute_logits=False, remat=spec.remat, lora=lora_weights(spec, trainable), dropout_rng=lora_rng)
   p = prefix.shape[1]
@@ -89,7 +95,7 @@ def train_step(state: TrainState, lm_params: dict, batch: dict, rng: Array, *, s
                tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
   """One AdamW (or any optax) update of the trainables on the batch's mean token cross-entropy.
 
-  rng: the job's key; the step uses `fold_in(rng, step)` (LoRA and encoder dropout)."""
+  rng: the job's key; the step uses `fold_in(rng, step)` (LoRA and encoder dropout, prompt noise)."""
   rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(trainable):
