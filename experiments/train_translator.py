@@ -33,6 +33,7 @@ import translator
 from translator import distributed
 from translator import sharding as sharding_lib
 from translator.data import dod
+from translator.hf import weights as hf_weights
 from translator.models import lora as lora_lib
 from translator.training import checkpoints, metrics, optimizers
 from translator.translation import data as data_lib
@@ -70,12 +71,12 @@ def aligned_encoder(enc_cfg, lm, params: dict) -> dict:
   `enc_cfg.align_with` (the source of the prompts) to the decoder's (encoders.aligned_linear)."""
   if enc_cfg.kind != "linear":
     raise ValueError(f"encoder.align_with needs encoder.kind='linear', not {enc_cfg.kind!r}")
-  source = translator.load_lm(enc_cfg.align_with, "float32")
-  if source.config.vocab_size != lm.config.vocab_size:
-    raise ValueError(f"encoder.align_with: {enc_cfg.align_with} has a vocabulary of {source.config.vocab_size} "
+  source = hf_weights.input_embeddings(enc_cfg.align_with)  # the one tensor, not the whole source LM
+  if source.shape[0] != lm.config.vocab_size:
+    raise ValueError(f"encoder.align_with: {enc_cfg.align_with} has a vocabulary of {source.shape[0]} "
                      f"tokens, the decoder {lm.config.vocab_size}; the alignment needs one shared vocabulary")
   ids = jnp.arange(lm.config.vocab_size, dtype=jnp.int32)[None]
-  aligned = encoders.aligned_linear(np.asarray(source.embed(ids)[0]), np.asarray(lm.embed(ids)[0]))
+  aligned = encoders.aligned_linear(source, np.asarray(lm.embed(ids)[0]))
   want, got = params["proj"]["kernel"].shape, aligned["proj"]["kernel"].shape
   if want != got:
     raise ValueError(f"encoder.align_with: {enc_cfg.align_with} maps widths {got}, the encoder {want}: the "

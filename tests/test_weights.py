@@ -110,3 +110,13 @@ def test_missing_folder_and_weights_are_named(tmp_path):
   os.remove(os.path.join(path, "model.safetensors"))
   with pytest.raises(FileNotFoundError, match="model.safetensors"):
     translator.load_lm(path)
+
+
+@pytest.mark.parametrize("name", ["llama_gqa_llama3rope", "gemma2_gqa"])
+def test_input_embeddings_read_alone_match_the_loaded_lm(name, tmp_path):
+  """`weights.input_embeddings` reads one tensor and gives the loaded LM's input embeddings (Gemma: scaled)."""
+  path = hf_models.make_tiny_model(name, tmp_path / name, layout="v4", sharded=True)
+  lm = translator.load_lm(str(path))
+  want = np.asarray(lm.embed(jnp.arange(lm.config.vocab_size)[None])[0])
+  np.testing.assert_array_equal(weights.input_embeddings(str(path)), want)
+  assert lm.config.scale_embeddings == (name == "gemma2_gqa")

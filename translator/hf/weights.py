@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors import safe_open
 
+from translator.hf.config import read_config
 from translator.models import functions as F
 from translator.models.config import DecoderConfig
 
@@ -56,6 +57,23 @@ def hf_names(path: tuple[str, ...], num_layers: int) -> tuple[list[str], bool]:
     rest = ".".join(modules[2:])
     return [f"model.layers.{i}.{rest}.{suffix}" for i in range(num_layers)], transpose
   return [".".join(modules) + "." + suffix], transpose
+
+
+def input_embeddings(path: str) -> np.ndarray:
+  """The input embeddings `[V, D]` (float32) of every token of the LM in folder `path`: the space of an
+  embedded prefix (Gemma's scaling included), read from its one embedding tensor without loading the rest."""
+  config = read_config(path)
+  name = "model.embed_tokens.weight"
+  files = tensor_files(path)
+  if name not in files:
+    raise KeyError(f"tensor {name!r} is missing from the checkpoint in {path}")
+  with safe_open(files[name], framework="flax") as f:
+    table = np.asarray(f.get_tensor(name), np.float32)
+  if table.shape != (config.vocab_size, config.hidden_size):
+    raise ValueError(f"tensor {name!r} in {files[name]} has shape {table.shape}, the config in {path} implies "
+                     f"{(config.vocab_size, config.hidden_size)}")
+  params = {"model": {"embed_tokens": {"embedding": jnp.asarray(table)}}}
+  return np.asarray(F.embed(params, config, jnp.arange(config.vocab_size, dtype=jnp.int32)[None])[0])
 
 
 def load_params(path: str, config: DecoderConfig, *, dtype: Any = jnp.float32,
