@@ -134,8 +134,7 @@ def run(cfg, workdir: str) -> dict:
   encoder = encoders.make(cfg.encoder, c.hidden_size, output_rms)
   lora = lora_config(cfg)
   spec = step_lib.Spec(encoder=encoder, config=c, lora=lora, bos_id=c.bos_token_id, eos_ids=tuple(c.eos_token_ids),
-                       pad_id=lm.pad_id, remat=cfg.remat,
-                       prompt_noise=cfg.prompt_noise)
+                       pad_id=lm.pad_id, remat=cfg.remat, prompt_noise=cfg.prompt_noise)
   spe = -(-len(train) // cfg.batch_size)
   if cfg.max_steps_per_epoch:
     spe = min(spe, cfg.max_steps_per_epoch)

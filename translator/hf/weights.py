@@ -63,7 +63,7 @@ def input_embeddings(path: str) -> np.ndarray:
   """The input embeddings `[V, D]` (float32) of every token of the LM in folder `path`: the space of an
   embedded prefix (Gemma's scaling included), read from its one embedding tensor without loading the rest."""
   config = read_config(path)
-  name = "model.embed_tokens.weight"
+  (name,), _ = hf_names(("model", "embed_tokens", "embedding"), config.num_hidden_layers)
   files = tensor_files(path)
   if name not in files:
     raise KeyError(f"tensor {name!r} is missing from the checkpoint in {path}")
