@@ -5,7 +5,8 @@ Model: hidden 256, 4 layers, 8 heads (8 key/value heads), intermediate 688, voca
 transformers and saved to a temporary folder that ours loads with `translator.load_lm`. Step: 20 virtual
 tokens, a batch of 8 rows of 64 text tokens (random ids) whose last 16 are the target: the loss is the mean
 cross-entropy of the 128 target tokens on both sides (PEFT: labels -100 elsewhere; it still computes the LM
-head at every position, ours only at the targets), then an AdamW update of the prompt (lr 1e-4). Ours runs as the
+head at every position, ours only at the targets; PEFT runs the prompt in each of the 8 rows, ours once, the rows
+attending to its keys and values), then an AdamW update of the prompt (lr 1e-4). Ours runs as the
 configs do: layers scanned with `remat=True` (recomputing activations in the backward pass is ~7% faster here).
 Tokens/s counts the 8 x (20 + 64) = 672 positions a step processes.
 
@@ -199,12 +200,16 @@ class Worker:
     return out
 
 
-def step_flops(b, p, t, tt, d, f, layers, v, head_positions) -> float:
-  """Matmul FLOPs of forward + activation-gradient backward (2x forward's matmuls, no weight gradients)."""
-  n = p + t
+def step_flops(b, p, t, tt, d, f, layers, v, head_positions, prefix_runs) -> float:
+  """Matmul FLOPs of forward + activation-gradient backward (2x forward's matmuls, no weight gradients).
+
+  prefix_runs: how often the p prompt positions run: b (every row its own copy, PEFT) or 1 (the rows share the
+  prompt, which runs once and whose keys and values all rows attend to: ours).
+  """
   per_token_layer = 2 * (4 * d * d + 3 * d * f)  # q, k, v, o (H*E = D) and gate, up, down
-  attention = 2 * 2 * n * n * d  # QK^T and PV, per row and layer
-  forward = b * layers * (n * per_token_layer + attention) + 2 * b * head_positions * d * v
+  positions = prefix_runs * p + b * t
+  attention = 2 * 2 * d * (prefix_runs * p * p + b * t * (p + t))  # QK^T and PV, per layer
+  forward = layers * (positions * per_token_layer + attention) + 2 * b * head_positions * d * v
   return 2.0 * forward
 
 
@@ -249,8 +254,8 @@ def main(argv):
   ours, peft_default, peft_one = med["ours"], med["peft"], med["peft_1thread"]
   best_peft = min(peft_default, peft_one)
   peak = max(peaks)
-  ours_flops = step_flops(b, p, t, tt, d, f, layers, v, head_positions=tt)
-  peft_flops = step_flops(b, p, t, tt, d, f, layers, v, head_positions=p + t)
+  ours_flops = step_flops(b, p, t, tt, d, f, layers, v, head_positions=tt, prefix_runs=1)
+  peft_flops = step_flops(b, p, t, tt, d, f, layers, v, head_positions=p + t, prefix_runs=b)
   print(f"cpus={os.cpu_count()} load average {load_start[0]:.2f} at start, {load_end[0]:.2f} at end (other jobs on "
         f"the cores slow both sides, PyTorch's default threads most); {final['ours']['jax']} jax, torch "
         f"{final['peft']['torch']} (threads {final['peft']['torch_threads']} / 1), peft {final['peft']['peft']}, "
@@ -263,8 +268,9 @@ def main(argv):
     print(f"{w.name:13s} step ms: median {med[w.name] * 1e3:7.1f}  min {min(w.times) * 1e3:7.1f}  "
           f"({len(w.times)} interleaved runs)  tokens/s {tokens / med[w.name]:8.0f}  "
           f"peak RSS {final[w.name]['maxrss_mib']:.0f} MiB")
-  print(f"FLOPs per step (matmuls; backward = activation gradients only): ours {ours_flops / 1e9:.2f} G (LM head on "
-        f"{tt} target positions), PEFT-equivalent {peft_flops / 1e9:.2f} G (head on all {p + t} positions)")
+  print(f"FLOPs per step (matmuls; backward = activation gradients only): ours {ours_flops / 1e9:.2f} G (prompt run "
+        f"once for the {b} rows, LM head on {tt} target positions), PEFT-equivalent {peft_flops / 1e9:.2f} G (prompt "
+        f"in every row, head on all {p + t} positions)")
   print(f"fp32 matmul peak (jax.jit, 2048^3, before/after the runs: {peaks[0] / 1e9:.0f}/{peaks[1] / 1e9:.0f} "
         f"GFLOP/s) -> lower bound ours {ours_flops / peak * 1e3:.1f} ms, full-head step {peft_flops / peak * 1e3:.1f} "
         f"ms; ours runs at {ours_flops / peak / ours:.0%} of peak")

@@ -1,16 +1,18 @@
 """The residual stream after every layer, and patching it, agree with Hugging Face (hidden states and a
-forward hook that overwrites a layer's output)."""
+forward hook that overwrites a layer's output); a prefix shared by several rows runs once with the same result."""
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
 import translator  # pylint: disable=g-import-not-at-top
 from tests import hf_models  # pylint: disable=g-import-not-at-top
 from translator.models import Patch  # pylint: disable=g-import-not-at-top
+from translator.models import functions as F  # pylint: disable=g-import-not-at-top
 
 ATOL = 1e-4
 
@@ -103,3 +105,33 @@ def test_long_left_padded_rows_match_transformers_with_causal_query_blocks(pair)
   for changes in (dict(attention_query_blocks=1), dict(scan_unroll=lm.config.num_hidden_layers)):
     other = translator.LM(config=lm.config.replace(**changes), params=lm.params, tokenizer=lm.tokenizer)
     np.testing.assert_allclose(np.asarray(other.logits(ids, mask=mask))[mask], blocked[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_shared_prefix_pass_equals_the_repeated_prefix(pair):
+  """`forward_shared_prefix` (each prefix run once, its keys and values attended to by n rows) gives the
+  logits and prefix gradients of `forward` on the prefix repeated n times, padded rows and Gemma 2's sliding
+  windows included."""
+  lm, _ = pair
+  s, n, p, t = 2, 3, 5, 12
+  rng = np.random.default_rng(7)
+  prefix = jnp.asarray(rng.normal(size=(s, p, lm.config.hidden_size)).astype(np.float32))
+  ids = jnp.asarray(rng.integers(4, 128, size=(s * n, t)), jnp.int32)
+  mask = jnp.asarray(np.arange(t)[None] < np.array([t, 4, 9, 1, t, 7])[:, None])  # right-padded rows
+  valid = jnp.concatenate([jnp.ones((s * n, p), bool), mask], axis=1)
+
+  def loss(q, shared):
+    if shared:
+      out = F.forward_shared_prefix(lm.params, lm.config, ids, mask=mask, embedded_prefix=q, remat=True)
+    else:
+      out = F.forward(lm.params, lm.config, ids, mask=mask, embedded_prefix=jnp.repeat(q, n, axis=0))
+    logits = jnp.where(valid[..., None], out.logits, 0.0)
+    return jnp.sum(jax.nn.log_softmax(logits)[..., 0] * valid), logits
+
+  (_, ref), ref_grad = jax.value_and_grad(loss, has_aux=True)(prefix, False)
+  (_, got), got_grad = jax.value_and_grad(loss, has_aux=True)(prefix, True)
+  assert got.shape == (s * n, p + t, lm.config.vocab_size)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-4, rtol=0)
+  assert np.abs(np.asarray(ref_grad)).max() > 1e-3
+  np.testing.assert_allclose(np.asarray(got_grad), np.asarray(ref_grad), atol=1e-4, rtol=1e-4)
+  with pytest.raises(ValueError, match="do not split evenly"):
+    F.forward_shared_prefix(lm.params, lm.config, ids[:5], embedded_prefix=prefix)

@@ -150,13 +150,13 @@ def test_no_weight_gradients(world, remat):
 @pytest.mark.parametrize("position", ["before_bos", "after_bos"])
 def test_target_loss_equals_full_logits_loss(world, position):
   """Gathering the target positions before the LM head gives the loss of the full logits; after_bos reads
-  [emb(BOS)][prompt][text] and before_bos [prompt][BOS][text]."""
+  [emb(BOS)][prompt][text] and before_bos [prompt][BOS][text]. Rows that share a prompt may run it once."""
   mesh = sharding.make_mesh(devices=jax.devices()[:1])
   lm, data, tuner, state = make_job(world, mesh, position)
   rows = data_lib.stack([data.train[i] for i in range(0, 40, 5)])
   prompts = np.asarray(state.prompts)[rows["task"]]
   batch = {k: jnp.asarray(rows[k]) for k in ("tokens", "mask", "target_pos", "target_ids", "target_mask")}
-  losses = jax.jit(step_lib.target_losses, static_argnums=(1, 2))
+  losses = jax.jit(step_lib.target_losses, static_argnums=(1, 2, 5, 6))
   ce, count, _ = losses(lm.params, lm.config, tuner.layout, jnp.asarray(prompts), batch)
 
   bos = np.asarray(F.embed(lm.params, lm.config, jnp.ones((len(prompts), 1), jnp.int32)))
@@ -176,6 +176,15 @@ def test_target_loss_equals_full_logits_loss(world, position):
     ref = optax.softmax_cross_entropy_with_integer_labels(logits[b, where], np.asarray(target)).sum()
     np.testing.assert_allclose(float(ce[b]), float(ref), rtol=2e-5)
     assert int(count[b]) == len(target)
+
+  # The rows of one task share its prompt: run once per task (train_step's path), the same losses.
+  pairs = [np.flatnonzero(rows["task"] == t)[:2] for t in np.unique(rows["task"])]
+  order = np.concatenate([p for p in pairs if len(p) == 2])  # 2 rows of each task that has them
+  assert len(order) >= 4
+  shared = losses(lm.params, lm.config, tuner.layout, jnp.asarray(prompts[order][::2]),
+                  {k: v[order] for k, v in batch.items()}, False, 2)
+  np.testing.assert_allclose(np.asarray(shared[0]), np.asarray(ce)[order], rtol=2e-5)
+  np.testing.assert_array_equal(np.asarray(shared[1]), np.asarray(count)[order])
 
 
 def test_rows_and_global_batches(world):

@@ -106,15 +106,43 @@ class Patch:
 
 
 @flax.struct.dataclass
+class Context:
+  """Keys and values of C slots that come before a full-sequence pass (e.g. a prompt that several rows
+  share), stacked over layers: k, v `[L, B, K, C, E]`; positions, valid `[B, C]` as in `KVCache`.
+
+  `Context.empty` gives a pass with no earlier slots; its output `context` then holds the pass's own keys and
+  values, which a later pass (over the same or repeated rows) can attend to. Differentiable throughout.
+  """
+
+  k: Array
+  v: Array
+  positions: Array
+  valid: Array
+
+  @classmethod
+  def empty(cls, config: DecoderConfig, batch: int, dtype) -> "Context":
+    shape = (config.num_hidden_layers, batch, config.num_key_value_heads, 0, config.head_dim)
+    return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), positions=jnp.zeros((batch, 0), jnp.int32),
+               valid=jnp.zeros((batch, 0), bool))
+
+  def repeat(self, n: int) -> "Context":
+    """Each row n times in a row (row b becomes rows b*n .. b*n+n-1)."""
+    return Context(k=jnp.repeat(self.k, n, axis=1), v=jnp.repeat(self.v, n, axis=1),
+                   positions=jnp.repeat(self.positions, n, axis=0), valid=jnp.repeat(self.valid, n, axis=0))
+
+
+@flax.struct.dataclass
 class DecoderOutput:
   """logits `[B, T, V]` (None unless asked for), hidden `[B, T, D]` after the final norm,
   all_hidden `[L + 1, B, T, D]` residual stream (0 = embeddings, l = output of layer l; before the final
-  norm), cache: the updated cache (None without one)."""
+  norm), cache: the updated cache (None without one), context: given a `Context`, the same extended by this
+  pass's slots (`[L, B, K, C + T, E]`)."""
 
   logits: Optional[Array]
   hidden: Array
   all_hidden: Optional[Array] = None
   cache: Optional[KVCache] = None
+  context: Optional[Context] = None
 
 
 class DecoderLayer(nn.Module):
@@ -183,17 +211,33 @@ class Model(nn.Module):
       x = x * jnp.asarray(self.config.hidden_size ** 0.5, x.dtype)
     return x
 
-  def __call__(self, x, positions, valid, patch=None, return_hidden=False):
-    """x `[B, T, D]` input embeddings; positions `[B, T]`; valid `[B, T]` (False = padding)."""
+  def __call__(self, x, positions, valid, patch=None, return_hidden=False, context=None):
+    """x `[B, T, D]` input embeddings; positions `[B, T]`; valid `[B, T]` (False = padding).
+
+    context: a `Context` of C earlier slots that every query may also attend to (where valid); the patch, if
+    any, still covers the T slots of x only.
+    """
     cfg = self.config
-    masks = attention_masks(cfg, positions, positions, valid, 0)
+    kv, write_index, new_context = None, 0, None
+    if context is None:
+      masks = attention_masks(cfg, positions, positions, valid, 0)
+    else:
+      c, t = context.k.shape[3], x.shape[1]
+      grow = lambda a: jnp.pad(a.astype(x.dtype), ((0, 0), (0, 0), (0, 0), (0, t), (0, 0)))
+      kv, write_index = (grow(context.k), grow(context.v)), c
+      key_pos = jnp.concatenate([context.positions, positions.astype(jnp.int32)], axis=1)
+      key_valid = jnp.concatenate([context.valid, valid.astype(bool)], axis=1)
+      masks = attention_masks(cfg, positions, key_pos, key_valid, c)
     if patch is not None:
       x = patch.apply(x, 0)
-    xs = (jnp.arange(cfg.num_hidden_layers), jnp.asarray(sliding_layers(cfg)), None)
-    h, (_, all_hidden) = self.layers(x, xs, positions, masks, patch, 0)
+    xs = (jnp.arange(cfg.num_hidden_layers), jnp.asarray(sliding_layers(cfg)), kv)
+    h, (kv, all_hidden) = self.layers(x, xs, positions, masks, patch, write_index)
+    if context is not None:
+      new_context = Context(k=kv[0], v=kv[1], positions=key_pos, valid=key_valid)
     if return_hidden:
       all_hidden = jnp.concatenate([x[None], all_hidden], axis=0)
-    return DecoderOutput(logits=None, hidden=self.norm(h), all_hidden=all_hidden if return_hidden else None)
+    return DecoderOutput(logits=None, hidden=self.norm(h), all_hidden=all_hidden if return_hidden else None,
+                         context=new_context)
 
 
 class CausalLM(nn.Module):
@@ -220,8 +264,8 @@ class CausalLM(nn.Module):
       out = self.lm_head(hidden)
     return softcap(out.astype(jnp.float32), self.config.final_logit_softcapping)
 
-  def __call__(self, x, positions, valid, patch=None, return_hidden=False, compute_logits=True):
-    out = self.model(x, positions, valid, patch, return_hidden)
+  def __call__(self, x, positions, valid, patch=None, return_hidden=False, compute_logits=True, context=None):
+    out = self.model(x, positions, valid, patch, return_hidden, context)
     if compute_logits:
       out = out.replace(logits=self.logits(out.hidden))
     return out

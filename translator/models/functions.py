@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from translator.models.config import DecoderConfig
-from translator.models.decoder import (CausalLM, DecoderLayer, DecoderOutput, KVCache, Patch, attention_masks,
-                                      sliding_layers)
+from translator.models.decoder import (CausalLM, Context, DecoderLayer, DecoderOutput, KVCache, Patch,
+                                      attention_masks, sliding_layers)
 from translator.models.layers import RMSNorm
 from translator.models.lora import COLLECTION as LORA, LoraWeights
 
@@ -91,6 +91,37 @@ def forward(params: dict, config: DecoderConfig, token_ids: Array, *, mask: Opti
   return CausalLM(config, remat=remat, lora=None if lora is None else lora.config).apply(
       _variables(params, lora), x, positions, valid, patch, return_hidden, compute_logits,
       rngs=None if dropout_rng is None else {"dropout": dropout_rng})
+
+
+def forward_shared_prefix(params: dict, config: DecoderConfig, token_ids: Array, *, embedded_prefix: Array,
+                          mask: Optional[Array] = None, compute_logits: bool = True,
+                          remat: bool = False) -> DecoderOutput:
+  """`forward` of `[prefix][tokens]` when consecutive rows share a prefix, computing each prefix once.
+
+  embedded_prefix `[S, P, D]`, token_ids and mask `[B = S * n, T]`: rows s*n .. s*n+n-1 follow prefix s. The
+  prefixes run alone (the causal mask makes their states independent of the tokens); their keys and values
+  are repeated n times, and the tokens attend to them as a `Context`. The outputs (`[B, P+T, ...]`, the
+  prefix's slots repeated) equal `forward` on the repeated prefix up to float rounding, as do the gradients,
+  at about (S P + B T) / (B (P + T)) of its cost: prompt tuning's k examples per task share one prompt.
+  """
+  s, p, _ = embedded_prefix.shape
+  b, t = token_ids.shape
+  if b % s:
+    raise ValueError(f"{b} token rows do not split evenly over {s} prefixes")
+  n = b // s
+  if mask is None:
+    mask = jnp.ones(token_ids.shape, bool)
+  x = embed(params, config, token_ids)
+  prefix = embedded_prefix.astype(x.dtype)
+  model = CausalLM(config, remat=remat)
+  prefix_pos, _ = layout(jnp.zeros((s, 0), bool), p)
+  first = model.apply({"params": params}, prefix, prefix_pos, jnp.ones((s, p), bool), compute_logits=compute_logits,
+                      context=Context.empty(config, s, x.dtype))
+  positions, valid = layout(mask, p)
+  rest = model.apply({"params": params}, x, positions[:, p:], valid[:, p:], compute_logits=compute_logits,
+                     context=first.context.repeat(n))
+  join = lambda a, c: None if a is None else jnp.concatenate([jnp.repeat(a, n, axis=0), c], axis=1)
+  return DecoderOutput(logits=join(first.logits, rest.logits), hidden=join(first.hidden, rest.hidden))
 
 
 def logits_from_hidden(params: dict, config: DecoderConfig, hidden: Array) -> Array:

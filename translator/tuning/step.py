@@ -17,7 +17,9 @@ bias-correction count). So the joint job updates each prompt exactly as the pape
 the cost of an update is O(S P D), not O(T P D).
 
 The LM head runs only where the loss needs it: the decoder returns final hidden states `[B, P+L, D]`, the
-Tt target positions of each row are gathered, and `logits_from_hidden` gives `[B, Tt, V]`.
+Tt target positions of each row are gathered, and `logits_from_hidden` gives `[B, Tt, V]`. The k rows of a
+slot share their prompt, so the train step runs each prompt once (`F.forward_shared_prefix`); prompt dropout
+gives each row its own prompt and runs them all.
 """
 
 from __future__ import annotations
@@ -66,14 +68,20 @@ def with_bos(lm_params: dict, config: DecoderConfig, layout: Layout, prefix: Arr
 
 
 def target_losses(lm_params: dict, config: DecoderConfig, layout: Layout, prefix: Array, batch: dict,
-                  remat: bool = False) -> tuple[Array, Array, Array]:
+                  remat: bool = False, rows_per_prefix: int = 1) -> tuple[Array, Array, Array]:
   """Per row: summed cross-entropy of the target tokens, their count and how many the argmax gets right `[B]`.
 
-  prefix `[B, P, D]`; batch: tokens, mask `[B, L]`, target_pos, target_ids, target_mask `[B, Tt]`.
+  prefix `[B / rows_per_prefix, P, D]`: rows r*n .. r*n+n-1 (n = rows_per_prefix) follow prefix r, which the
+  decoder then runs once for all n (`F.forward_shared_prefix`); batch: tokens, mask `[B, L]`, target_pos,
+  target_ids, target_mask `[B, Tt]`.
   """
   prefix = with_bos(lm_params, config, layout, prefix)
-  out = F.forward(lm_params, config, batch["tokens"], mask=batch["mask"], embedded_prefix=prefix,
-                  compute_logits=False, remat=remat)
+  if rows_per_prefix == 1:
+    out = F.forward(lm_params, config, batch["tokens"], mask=batch["mask"], embedded_prefix=prefix,
+                    compute_logits=False, remat=remat)
+  else:
+    out = F.forward_shared_prefix(lm_params, config, batch["tokens"], mask=batch["mask"], embedded_prefix=prefix,
+                                  compute_logits=False, remat=remat)
   hidden = jnp.take_along_axis(out.hidden, batch["target_pos"][..., None], axis=1)  # [B, Tt, D]
   logits = F.logits_from_hidden(lm_params, config, hidden)  # [B, Tt, V] float32
   weights = batch["target_mask"].astype(jnp.float32)
@@ -104,11 +112,13 @@ def train_step(state: TuneState, lm_params: dict, batch: dict, rng: Array, *, co
   rows = jnp.take(state.prompts, rows_index, axis=0)  # [S, P, D]
 
   def loss_fn(rows):
-    prefix = jnp.repeat(rows, k, axis=0)  # [B, P, D]
-    if dropout > 0.0:
+    if dropout > 0.0:  # each row its own dropout mask, so each row its own prefix
+      prefix = jnp.repeat(rows, k, axis=0)  # [B, P, D]
       keep = jax.random.bernoulli(rng, 1.0 - dropout, prefix.shape)
       prefix = jnp.where(keep, prefix / (1.0 - dropout), 0.0)
-    ce, count, correct = target_losses(lm_params, config, layout, prefix, batch, remat)
+      ce, count, correct = target_losses(lm_params, config, layout, prefix, batch, remat)
+    else:  # the k rows of a slot share its prompt: the decoder runs it once per slot
+      ce, count, correct = target_losses(lm_params, config, layout, rows, batch, remat, rows_per_prefix=k)
     ce, count, correct = (x.reshape(s, k).sum(1) for x in (ce, count, correct))
     slot_loss = jnp.where(filled, ce / jnp.maximum(count, 1.0), 0.0)
     aux = {"loss": slot_loss.sum() / jnp.maximum(filled.sum(), 1),
