@@ -77,6 +77,21 @@ def _read_json(path: str):
     return json.load(f)
 
 
+def _changed(old, new, path: str = "") -> list[str]:
+  """The paths where two settings trees differ. A key the old tree lacks counts as unchanged when its new value
+  is off (0, "", False, None, empty): a config field added since the stage ran, at its default, which keeps
+  the behaviour from before the field existed."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    out = []
+    for k in sorted(set(old) | set(new)):
+      where = f"{path}.{k}" if path else k
+      if k not in old and not new[k]:
+        continue
+      out += [where] if (k not in old or k not in new) else _changed(old[k], new[k], where)
+    return out
+  return [] if old == new else [path or "(settings)"]
+
+
 class Stages:
   """Runs each stage at most once per workdir, times it, and refuses to mix configs: the settings a stage
   ran with are kept in WORKDIR/stages.json, and reusing (or resuming) it under other settings is an error."""
@@ -95,9 +110,8 @@ class Stages:
     settings = json.loads(json.dumps(settings, sort_keys=True, default=str).replace(
         os.path.abspath(self.workdir), "WORKDIR").replace(self.workdir, "WORKDIR"))
     old = self.settings.get(name)
-    if started and old is not None and old != settings:
-      changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k)) if isinstance(
-          old, dict) and isinstance(settings, dict) else ["(settings)"]
+    changed = [] if old is None else _changed(old, settings)
+    if started and changed:
       raise ValueError(f"{self.workdir} holds stage {name!r} made with other settings (changed: {changed[:8]}); "
                        f"use another workdir, or delete that stage's output")
     if old != settings:

@@ -111,6 +111,20 @@ def test_a_rerun_with_other_settings_is_refused(setup):
     reproduce.run(changed, workdir)
 
 
+def test_stage_settings_allow_new_fields_at_their_default(tmp_path):
+  """A config field added after a stage ran, at an off value, does not make its workdir unusable; any other
+  difference does, and the error names the nested field."""
+  stages = reproduce.Stages(str(tmp_path))
+  stages.check("tune", {"seed": 0, "optimizer": {"lr": 0.01}}, started=False)
+  stages.check("tune", {"seed": 0, "optimizer": {"lr": 0.01, "noise": 0.0}, "extra": ""}, started=True)
+  for changed, where in (({"lr": 0.01, "noise": 0.5}, "optimizer.noise"), ({"lr": 0.1, "noise": 0.0}, "optimizer.lr"),
+                         ({"noise": 0.0}, "optimizer.lr")):
+    with pytest.raises(ValueError, match=f"changed: \\['{where}'\\]"):
+      reproduce.Stages(str(tmp_path)).check("tune", {"seed": 0, "optimizer": changed, "extra": ""}, started=True)
+  with pytest.raises(ValueError, match="'extra'"):
+    stages.check("tune", {"seed": 0, "optimizer": {"lr": 0.01, "noise": 0.0}, "extra": "x"}, started=True)
+
+
 def test_missing_lm_names_the_path_and_the_way_out(tmp_path):
   cfg = default_config.get_config("smoke")
   cfg.base_lm = cfg.target_lm = str(tmp_path / "nowhere")
