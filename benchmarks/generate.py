@@ -9,7 +9,9 @@ both always produce every token; the script checks that the two agree token for 
 Our first call (jit compilation + one run) is timed separately; then `--reps` runs of each are interleaved
 (ours, HF, ours, HF, ...) so that machine noise hits both, and the medians are compared. Run it on an idle
 machine: other jobs on the cores slow PyTorch's OpenMP threads far more than XLA (HF runs then vary 10-50x);
-the ratio of the best runs is printed as well.
+the ratio of the best runs is printed as well. A floor is printed too: the same number of steps of the LM head
+alone (matmul, argmax, next embedding) in a jitted loop, which every greedy decoder on these weights must run;
+HF's time over it bounds the ratio any implementation can reach on this machine.
 
   python -m benchmarks.generate            # from the repo root; or: python benchmarks/generate.py
   python -m benchmarks.generate --batch=1 --new_tokens=128 --reps=3
@@ -31,11 +33,13 @@ if __package__ in (None, ""):  # Run as a script: make the repo root importable.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # A CPU benchmark: skip probing for accelerators.
 
 import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np
 import torch
 import transformers
 
 import translator
+from translator.models import sampler
 
 _BATCH = flags.DEFINE_integer("batch", 8, "Prompts per generate call.")
 _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 32, "Tokens per prompt (no padding).")
@@ -117,6 +121,24 @@ def main(argv):
   print(f"ours: first call {first:.2f}s (compile ~{first - ours_s:.2f}s); runs "
         f"{' '.join(f'{s:.3f}' for s in our_times)} s; {ours_s / n * 1e3:.2f} ms per new token")
   print(f"hf:   runs {' '.join(f'{s:.3f}' for s in hf_times)} s; {hf_s / n * 1e3:.2f} ms per new token")
+  # The floor of any greedy decoder on these weights: n steps of the LM head (one [B, D] x [D, V] matmul,
+  # memory-bound on the CPU), the argmax and the next token's embedding, in the same kind of jitted loop.
+  head = lm.params["lm_head"]["kernel"] if "lm_head" in lm.params else lm.params["model"]["embed_tokens"][
+      "embedding"].T
+  table = lm.params["model"]["embed_tokens"]["embedding"]
+
+  @jax.jit
+  def head_only(h):
+    def body(_, h):
+      return jnp.take(table, sampler.argmax(h @ head), axis=0)
+    return jax.lax.fori_loop(0, n, body, h)
+
+  h0 = jnp.ones((b, c.hidden_size), head.dtype)
+  jax.block_until_ready(head_only(h0))
+  head_s = statistics.median(timed(lambda: jax.block_until_ready(head_only(h0)))[0] for _ in range(_REPS.value))
+  print(f"floor: the LM head, argmax and embedding alone take {head_s:.3f} s for {n} steps "
+        f"({head_s / n * 1e3:.2f} ms per token), {head_s / ours_s:.0%} of ours; a decoder doing nothing else "
+        f"would be {hf_s / head_s:.2f}x hf")
   ours_tps, hf_tps = b * n / ours_s, b * n / hf_s
   best_ratio = min(hf_times) / min(our_times)
   peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB.
