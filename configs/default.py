@@ -1,6 +1,6 @@
 r"""The embedded default: the paper's comparisons on the synthetic world with the project's shipped LMs.
 
-Local (14 to 24 minutes on a 2-core CPU from a fresh clone, by machine; the README's main command):
+Local (about 19 minutes on a 2-core CPU, plus the install; the README's main command):
   python -m experiments.reproduce --config configs/default.py --workdir /tmp/reproduce
 Other LMs of the world (e.g. fresh from launch/build_world.sh):
   python -m experiments.reproduce --config configs/default.py --workdir /tmp/reproduce \
@@ -70,7 +70,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.translator.log_every = 100
   # Soft prompts per training task (the translator's augmentation): seed k >= 1 tunes its own sample of the
   # train split into WORKDIR/tune_seed{k} (the balanced sample keeps every digit and letter task, so those get
-  # k prompts; the word tasks differ). About 13 minutes each on a 2-core CPU; 1 keeps the run short.
+  # k prompts; the word tasks differ). About 10 minutes each on a 2-core CPU; 1 keeps the run short.
   c.prompt_seeds = 1
 
   # Ablation: other translators (configs/translator_{name}.py), trained like the one above on the same prompts
