@@ -86,6 +86,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                    source_layers=(), target_layers=(),  # () = every layer 0..L
                    batch_size=64)
   c.nearest_token = ml_collections.ConfigDict(dict(exclude_special=True))
+  # Method "translator_checked" (add it to c.methods; translator/translation/checked.py): the translator's greedy
+  # text and `samples` sampled ones each run on `base` over `probe_instances` inputs of the task's `probe_split`
+  # (no labels), and the one whose answers agree most (`agreement`: "rouge_l" | "exact_match") with the soft
+  # prompt's own answers there is kept. About 100 s on the default with 16 samples and 16 inputs.
+  c.checked = ml_collections.ConfigDict(dict(samples=16, temperature=1.0, probe_split="valid", probe_instances=16,
+                                             agreement="rouge_l", seed=0))
 
   # ----- Stage 4: evaluation -------------------------------------------------------------------------------------
   c.eval = ml_collections.ConfigDict(dict(
@@ -112,6 +118,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.tune.log_every, c.tune.checkpoint_every = 5, 20
     c.translator.epochs, c.translator.batch_size, c.translator.max_steps_per_epoch = 2, 8, 4
     c.translator.max_new_tokens, c.translator.eval_batch_size = 12, 8
+    c.checked.update(samples=2, probe_instances=2)
     c.translator.log_every, c.translator.checkpoint_every = 2, 4
     c.inspect.update(num_select_prompts=4, max_new_tokens=12, batch_size=16)
     c.eval.update(instances_per_task=3, max_new_tokens=8, batch_size=16)

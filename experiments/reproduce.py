@@ -14,7 +14,8 @@ pod) every process reads the workdir, so it must be one shared filesystem (NFS, 
                  seed's sample of the train split, tuned from that seed), read by the translators
   translator     WORKDIR/translator/      experiments.train_translator (prompts of the DoD's "train" tasks)
   hard_prompts   WORKDIR/hard_prompts/{method}.json   task -> hard prompt, for every evaluated task;
-                 inspect_layers.json: InSPEcT's (source, target) layer sweep on training prompts
+                 inspect_layers.json: InSPEcT's (source, target) layer sweep on training prompts;
+                 translator_checked_choice.json: the checked translator's candidates and their agreement
   translation    the hard prompts against the instructions (ROUGE-L, MiniLM cosine, class R/P/F1)
   execution      WORKDIR/execution/{prompt}@{model}.json  per-task scores and predictions of every prompt
                  kind (soft on base; gold, methods, zero_shot, few_shot on base and target)
@@ -52,12 +53,13 @@ from translator.baselines import inspect_baseline, nearest_token
 from translator.data import dod, synthetic
 from translator.evaluation import lm_eval, portability, report, translation_quality
 from translator.execution import api
+from translator.translation import checked
 from translator.translation import export as translator_export
 from translator.tuning import store
 
 from experiments import train_translator, tune_prompts
 
-METHODS = ("translator", "inspect", "nearest_token")
+METHODS = ("translator", "translator_checked", "inspect", "nearest_token")
 
 
 def _is_main() -> bool:
@@ -201,7 +203,39 @@ def translator_of(directory: str, decoder_path: str, cfg, base_lm_fn):
   return translator_export.load(directory, lm=base_lm_fn() if decoder_path == cfg.base_lm else None)
 
 
-def hard_prompts_stage(cfg, workdir, base_lm_fn, names, prompts, tasks_by_name, eval_tasks, methods, translator_lm):
+def soft_generate_fn(cfg, lm, layout, description: str):
+  """(generate, bos): a GenerateFn reading `[soft prompt][BOS][text]` on the prompts' own LM, and the BOS
+  embedding that goes before each prompt instead when it was tuned after BOS (else None)."""
+  after_bos = layout["prompt_position"] == "after_bos"
+  bos = np.asarray(lm.embed(np.array([[lm.config.bos_token_id]])))[0, 0] if after_bos else None
+  generate = lm_eval.lm_generate_fn(lm, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                                    add_bos=not after_bos, description=description)
+  return generate, bos
+
+
+def _checked(cfg, workdir, lm, translator_lm, names, prompts, eval_tasks, layout, out_dir):
+  """The checked translator's hard prompts (translator/translation/checked.py); its candidates and their
+  agreement go to hard_prompts/translator_checked_choice.json."""
+  c = cfg.checked
+  t = translator_of(os.path.join(workdir, "translator", "translator"), translator_lm, cfg, lambda: lm)
+  rows = prompts[rows_of(names, eval_tasks)]
+  translate = functools.partial(t.translate, batch_size=cfg.translator.eval_batch_size)
+  options = checked.candidates(translate, rows, c.samples, c.temperature, jax.random.PRNGKey(c.seed))
+  soft, bos = soft_generate_fn(cfg, lm, layout, "soft (check)")
+  soft_rows = portability.with_bos(rows, bos)
+  hard = lm_eval.lm_generate_fn(lm, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                                description="candidates (check)")
+  chosen, scores = checked.choose(eval_tasks, options, soft, soft_rows, hard, probe_split=c.probe_split,
+                                  probe_instances=c.probe_instances, agreement=c.agreement)
+  summary = checked.summary(scores, options, chosen)
+  logging.info("checked translation: %s", {k: round(v, 3) for k, v in summary.items()})
+  _write_json(os.path.join(out_dir, "translator_checked_choice.json"),
+              {"summary": summary, "tasks": {task.name: score for task, score in zip(eval_tasks, scores)}})
+  return chosen
+
+
+def hard_prompts_stage(cfg, workdir, base_lm_fn, names, prompts, tasks_by_name, eval_tasks, methods, translator_lm,
+                       layout):
   """Writes WORKDIR/hard_prompts/{method}.json (task -> text) for the methods not yet there; `translator_lm`:
   the path of the translator's decoder."""
   out_dir = os.path.join(workdir, "hard_prompts")
@@ -216,6 +250,8 @@ def hard_prompts_stage(cfg, workdir, base_lm_fn, names, prompts, tasks_by_name, 
     if method == "translator":
       t = translator_of(os.path.join(workdir, "translator", "translator"), translator_lm, cfg, base_lm_fn)
       texts = t.translate(prompts[eval_rows], batch_size=cfg.translator.eval_batch_size)
+    elif method == "translator_checked":
+      texts = _checked(cfg, workdir, lm, translator_lm, names, prompts, eval_tasks, layout, out_dir)
     elif method == "nearest_token":
       texts = nearest_token.project(lm, prompts[eval_rows], exclude_special=cfg.nearest_token.exclude_special).texts
     elif method == "inspect":
@@ -346,14 +382,8 @@ def execution_stage(cfg, workdir, eval_tasks, names, prompts, hard, lms, layout)
                                     instances_per_task=cfg.eval.instances_per_task,
                                     num_demos=cfg.eval.num_demos, seed=cfg.seed)
     if kind == "soft":
-      lm = lms["base"]()
-      bos = None
-      if layout["prompt_position"] == "after_bos":
-        bos = np.asarray(lm.embed(np.array([[lm.config.bos_token_id]])))[0, 0]
+      generate, bos = soft_generate_fn(cfg, lms["base"](), layout, name)
       prefixes = portability.soft_prefixes(items, names, prompts, bos)
-      generate = lm_eval.lm_generate_fn(lm, batch_size=cfg.eval.batch_size,
-                                        max_new_tokens=cfg.eval.max_new_tokens,
-                                        add_bos=layout["prompt_position"] == "before_bos", description=name)
       score, predictions = portability.run_cell(generate, items, prefixes)
     else:
       generate = executor(model_cfg, model, workdir, lms[model], cfg)
@@ -401,7 +431,7 @@ def run(cfg, workdir: str) -> dict:
                started=os.path.exists(os.path.join(seed_dir, "checkpoints")))
     tune_s = {**tune_s, f"seed{k}": seed_cfg.to_dict()}  # later stages depend on every store
   tr_s = {"translator": tr_cfg.to_dict(), "tune": tune_s}
-  if "translator" in methods:
+  if {"translator", "translator_checked"} & set(methods):
     stages.run("translator", tr_s, os.path.exists(os.path.join(workdir, "translator", "translator", "translator.json")),
                lambda: train_translator.run(tr_cfg, os.path.join(workdir, "translator")),
                started=os.path.exists(os.path.join(workdir, "translator", "checkpoints")))
@@ -430,10 +460,11 @@ def run(cfg, workdir: str) -> dict:
   hard_dir = os.path.join(workdir, "hard_prompts")
   hard_s = {"methods": methods, "inspect": cfg.inspect.to_dict(), "nearest_token": cfg.nearest_token.to_dict(),
             "eval_splits": cfg.eval.task_splits, "base_lm": cfg.base_lm, "tune": tune_s,
-            "translator": tr_s if "translator" in methods else None}
+            "translator": tr_s if {"translator", "translator_checked"} & set(methods) else None,
+            "checked": cfg.checked.to_dict() if "translator_checked" in methods else None}
   stages.run("hard_prompts", hard_s, all(os.path.exists(os.path.join(hard_dir, f"{m}.json")) for m in methods),
              lambda: hard_prompts_stage(cfg, workdir, lms["base"], names, prompts, tasks_by_name, eval_tasks,
-                                        methods, tr_cfg.lm_path),
+                                        methods, tr_cfg.lm_path, layout),
              started=os.path.isdir(hard_dir) and bool(os.listdir(hard_dir)))
   hard = {m: _read_json(os.path.join(hard_dir, f"{m}.json")) for m in methods}
   quality_path = os.path.join(workdir, "translation.json")

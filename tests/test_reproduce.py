@@ -29,6 +29,7 @@ def setup(tmp_path_factory):
   cfg.dod_dir = os.path.join(world, "dod")
   cfg.base_lm, cfg.target_lm = base, target
   cfg.ablations = "design,cross"
+  cfg.methods = "translator,translator_checked,inspect,nearest_token"
   cfg.prompt_seeds = 2  # a second prompt of training tasks (tune_seed1) for every translator
   workdir = str(root / "run")
   results = reproduce.run(cfg, workdir)
@@ -40,20 +41,20 @@ def test_results_have_every_method_and_cell(setup):
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f) == json.loads(json.dumps(results))
   for family in ("general", "classification"):
-    for method in ("translator", "inspect", "nearest_token"):
+    for method in ("translator", "translator_checked", "inspect", "nearest_token"):
       entry = results["translation"][family][method]
       keys = {"rouge_l", "cosine"} | ({"class_recall", "class_precision", "class_f1"} if family == "classification"
                                       else set())
       assert keys <= set(entry) and all(0.0 <= entry[k] <= 1.0 for k in keys)
     cells = results["execution"][family]
-    expected = {"soft@base"} | {f"{p}@{m}" for p in ("gold", "translator", "inspect", "nearest_token", "zero_shot",
-                                                    "few_shot") for m in ("base", "target")}
+    prompts = ("gold", "translator", "translator_checked", "inspect", "nearest_token", "zero_shot", "few_shot")
+    expected = {"soft@base"} | {f"{p}@{m}" for p in prompts for m in ("base", "target")}
     assert set(cells) == expected
     assert all(0.0 <= c["exact_match"] <= 1.0 and c["n"] > 0 for c in cells.values())
   assert "novel" in results and results["novel"]["execution"]["all"]["soft@base"]["n_tasks"] > 0
   for family in ("general", "classification"):  # the ablation's translators: scored, not executed
     assert {"translator_design", "translator_cross"} <= set(results["translation"][family])
-  assert not any(c.startswith("translator_") for c in results["execution"]["all"])
+  assert not any(c.startswith(("translator_design", "translator_cross")) for c in results["execution"]["all"])
   with open(os.path.join(workdir, "ablations", "cross", "translator", "translator.json")) as f:
     record = json.load(f)
   assert record["lm"]["hidden_size"] == 48 and record["prompt_shape"][1] == 32  # base prompts, target decoder
@@ -72,6 +73,16 @@ def test_results_have_every_method_and_cell(setup):
     hard = json.load(f)
   assert len(hard) == results["translation"]["all"]["translator"]["n_tasks"] + \
       results["novel"]["translation"]["all"]["translator"]["n_tasks"]
+  # The checked translator kept, for every task, a candidate of highest agreement; the greedy text comes first.
+  with open(os.path.join(workdir, "hard_prompts", "translator_checked.json")) as f:
+    chosen = json.load(f)
+  with open(os.path.join(workdir, "hard_prompts", "translator_checked_choice.json")) as f:
+    choice = json.load(f)
+  assert set(chosen) == set(hard) == set(choice["tasks"])
+  for name, scores in choice["tasks"].items():
+    assert list(scores)[0] == hard[name].strip() and 1 <= len(scores) <= 3  # greedy + up to 2 samples
+    assert scores[chosen[name]] == max(scores.values())
+  assert 0.0 <= choice["summary"]["replaced"] <= 1.0
 
 
 def test_a_rerun_reuses_every_stage(setup):
@@ -161,4 +172,4 @@ def test_the_target_can_be_an_openai_compatible_api(setup, tmp_path):
   assert cells["soft@base"] == results["execution"]["all"]["soft@base"]  # base cells reused
   answers = [f for _, _, fs in os.walk(os.path.join(work, "api_cache", "target")) for f in fs if f.endswith(".json")]
   n_prompts = sum(1 for name in os.listdir(os.path.join(work, "execution")) if name.endswith("@target.json"))
-  assert n_prompts == 6 and len(answers) > 0
+  assert n_prompts == 7 and len(answers) > 0  # gold, translator, translator_checked, inspect, nearest, 0- and 3-shot

@@ -153,3 +153,51 @@ def test_split_by_task_and_augmentation():
   order = data_lib.epoch_order(10, 1, 0)
   rows, weight = data_lib.batch_rows(order, 2, 4)  # the short last batch: 2 real rows
   assert list(weight) == [1, 1, 0, 0] and list(rows[:2]) == list(order[8:])
+
+
+def test_checked_translation_keeps_the_candidate_that_behaves_like_the_soft_prompt():
+  """Of the greedy text and the samples, the check keeps the hard prompt whose answers on the task's unlabeled
+  valid inputs match the soft prompt's; on a tie the greedy text stays. No gold output is read."""
+  from translator.translation import checked  # pylint: disable=g-import-not-at-top
+
+  def translate(prompts, temperature=0.0, rng=None):
+    if temperature == 0.0:
+      return ["copy the input" for _ in prompts]
+    k = int(jax.random.randint(rng, (), 0, 2))  # two different samples over the draws, repeats dropped
+    return [["reverse the input", "upper-case the input"][k]] * len(prompts)
+
+  options = checked.candidates(translate, np.zeros((2, 3, 4)), samples=6, temperature=1.0, rng=jax.random.PRNGKey(0))
+  assert all(row[0] == "copy the input" and len(row) == len(set(row)) <= 3 for row in options)
+  options = [["copy the input", "reverse the input", "upper-case the input"]] * 2
+
+  valid = (dod.Instance("ab", "GOLD NOT READ"), dod.Instance("cd", "GOLD NOT READ"))
+  tasks = [dod.Task(name=f"t{i}", family="general", instruction="x", paraphrases=(), classes=(), split="test",
+                    instances={"valid": valid}, meta={}) for i in range(2)]
+  act = {"copy": lambda x: x, "reverse": lambda x: x[::-1], "upper-case": str.upper}
+  seen_prefixes = []
+
+  def soft_generate(texts, prefixes):  # task 0's soft prompt reverses, task 1's answers "zz" (nothing matches)
+    seen_prefixes.append(np.asarray(prefixes))
+    return [x[::-1] if p[0, 0] == 0 else "zz" for x, p in zip((t.split("Input: ")[1].split("\n")[0] for t in texts),
+                                                                 prefixes)]
+
+  def hard_generate(texts):
+    out = []
+    for text in texts:
+      instruction, x = text.split("\n")[0], text.split("Input: ")[1].split("\n")[0]
+      out.append(act[next(k for k in act if instruction.startswith(k))](x))
+    return out
+
+  soft = np.stack([np.zeros((3, 4)), np.ones((3, 4))])
+  for agreement in ("exact_match", "rouge_l"):
+    chosen, scores = checked.choose(tasks, options, soft_generate, soft, hard_generate, probe_instances=2,
+                                    agreement=agreement)
+    assert chosen == ["reverse the input", "copy the input"]  # task 1: all tie at 0, the greedy text stays
+    assert scores[0]["reverse the input"] == 1.0 and scores[1] == {c: 0.0 for c in options[1]}
+  assert seen_prefixes[0].shape == (4, 3, 4)  # each task's soft prompt, once per probe input
+  summary = checked.summary(scores, options, chosen)
+  assert summary["replaced"] == 0.5 and summary["agreement_chosen"] == 0.5 and summary["agreement_greedy"] == 0.0
+  with pytest.raises(ValueError, match="no 'test' instances"):
+    checked.choose(tasks, options, soft_generate, soft, hard_generate, probe_split="test")
+  with pytest.raises(ValueError, match="agreement"):
+    checked.choose(tasks, options, soft_generate, soft, hard_generate, agreement="bleu")

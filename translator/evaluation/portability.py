@@ -82,11 +82,16 @@ def soft_prefixes(items: Sequence[lm_eval.Item], task_names: Sequence[str], prom
   if missing:
     raise ValueError(f"no soft prompt for {len(missing)} tasks, e.g. {missing[:3]}: the prompt store does not "
                      "cover them (tune_prompts task_splits)")
-  out = np.asarray(prompts)[[row[it.task] for it in items]]
-  if bos_embedding is not None:
-    bos = np.broadcast_to(np.asarray(bos_embedding, out.dtype), (len(out), 1, out.shape[-1]))
-    out = np.concatenate([bos, out], axis=1)
-  return out
+  return with_bos(np.asarray(prompts)[[row[it.task] for it in items]], bos_embedding)
+
+
+def with_bos(prefixes: np.ndarray, bos_embedding: Optional[np.ndarray]) -> np.ndarray:
+  """`[N, P, D]` soft prompts as their LM reads them: after `bos_embedding` `[D]` when given (prompts tuned
+  after BOS), else unchanged."""
+  if bos_embedding is None:
+    return prefixes
+  bos = np.broadcast_to(np.asarray(bos_embedding, prefixes.dtype), (len(prefixes), 1, prefixes.shape[-1]))
+  return np.concatenate([bos, prefixes], axis=1)
 
 
 def score(items: Sequence[lm_eval.Item], predictions: Sequence[str]) -> dict:

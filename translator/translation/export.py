@@ -85,7 +85,7 @@ def read(directory: str) -> tuple[dict, dict]:
 
 
 class Translator:
-  """A loaded translator: `translate(prompts [N, P, D_src]) -> N texts` (greedy, batched, jitted)."""
+  """A loaded translator: `translate(prompts [N, P, D_src]) -> N texts` (greedy or sampled, batched, jitted)."""
 
   def __init__(self, lm, trainable: dict, record: dict, mesh=None):
     self.lm, self.record = lm, record
@@ -101,7 +101,11 @@ class Translator:
     self.prompt_shape = tuple(record["prompt_shape"])
     self.max_new_tokens = int(record["max_new_tokens"])
 
-  def translate(self, prompts, batch_size: int = 32, max_new_tokens: Optional[int] = None) -> list[str]:
+  def translate(self, prompts, batch_size: int = 32, max_new_tokens: Optional[int] = None, temperature: float = 0.0,
+                rng: Optional[jax.Array] = None) -> list[str]:
+    """Greedy texts, or at `temperature` > 0 texts sampled with `rng` (each batch folds in its index)."""
+    if temperature > 0.0 and rng is None:
+      raise ValueError("sampling translations (temperature > 0) needs an rng")
     prompts = np.asarray(prompts, np.float32)
     if prompts.ndim == 2:
       prompts = prompts[None]
@@ -114,7 +118,9 @@ class Translator:
       chunk = prompts[start:start + batch_size]
       padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), 0)]) if len(
           chunk) < batch_size else chunk
-      tokens = self._trainer.generate(self.trainable, self.lm.params, jnp.asarray(padded), max_new_tokens=n)
+      key = None if rng is None else jax.random.fold_in(rng, start)
+      tokens = self._trainer.generate(self.trainable, self.lm.params, jnp.asarray(padded), key, max_new_tokens=n,
+                                      temperature=temperature)
       out += self.lm.decode(np.asarray(tokens)[:len(chunk)])
     return out
 

@@ -109,13 +109,15 @@ def train_step(state: TrainState, lm_params: dict, batch: dict, rng: Array, *, s
   return state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state), metrics
 
 
-def generate(spec: Spec, trainable: dict, lm_params: dict, prompts: Array, *, max_new_tokens: int) -> Array:
-  """Greedy translations `[B, N]` of soft prompts `[B, P, D_src]`: `[encoder(prompt)][BOS]` -> text, stop at
-  EOS, `pad_id` after it."""
+def generate(spec: Spec, trainable: dict, lm_params: dict, prompts: Array, rng: Optional[Array] = None, *,
+             max_new_tokens: int, temperature: float = 0.0) -> Array:
+  """Translations `[B, N]` of soft prompts `[B, P, D_src]`: `[encoder(prompt)][BOS]` -> text, stop at EOS,
+  `pad_id` after it. Greedy at temperature 0, else sampled from `rng`."""
   prefix = encode(spec, trainable, prompts)
   ids = jnp.full((prompts.shape[0], 1), spec.bos_id, jnp.int32)
   return sampler.sample(lm_params, spec.config, ids, embedded_prefix=prefix, max_new_tokens=max_new_tokens,
-                        eos_ids=spec.eos_ids, pad_id=spec.pad_id, lora=lora_weights(spec, trainable)).tokens
+                        temperature=temperature, rng=rng, eos_ids=spec.eos_ids, pad_id=spec.pad_id,
+                        lora=lora_weights(spec, trainable)).tokens
 
 
 class Trainer:
@@ -147,9 +149,11 @@ class Trainer:
   def rng(self, seed: int) -> Array:
     return jax.jit(lambda: jax.random.key(seed), out_shardings=self.replicated)()
 
-  def generate(self, trainable: dict, lm_params: dict, prompts: Array, *, max_new_tokens: int) -> Array:
-    if max_new_tokens not in self._generate:
-      self._generate[max_new_tokens] = jax.jit(
-          functools.partial(generate, self.spec, max_new_tokens=max_new_tokens),
-          in_shardings=(self.replicated, self._lm_param_shardings, None), out_shardings=self.replicated)
-    return self._generate[max_new_tokens](trainable, lm_params, prompts)
+  def generate(self, trainable: dict, lm_params: dict, prompts: Array, rng: Optional[Array] = None, *,
+               max_new_tokens: int, temperature: float = 0.0) -> Array:
+    key = (max_new_tokens, temperature)
+    if key not in self._generate:
+      self._generate[key] = jax.jit(
+          functools.partial(generate, self.spec, max_new_tokens=max_new_tokens, temperature=temperature),
+          in_shardings=(self.replicated, self._lm_param_shardings, None, None), out_shardings=self.replicated)
+    return self._generate[key](trainable, lm_params, prompts, rng)
