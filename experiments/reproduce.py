@@ -38,6 +38,7 @@ import functools
 import importlib
 import json
 import os
+import re
 import time
 from typing import Optional
 
@@ -79,6 +80,9 @@ def _read_json(path: str):
     return json.load(f)
 
 
+_SHIPPED_PATH = re.compile(r'[^"]*/translator/assets/lms/')  # a shipped LM's folder, in any clone
+
+
 def _changed(old, new, path: str = "") -> list[str]:
   """The paths where two settings trees differ. A key the old tree lacks counts as unchanged when its new value
   is off (0, "", False, None, empty): a config field added since the stage ran, at its default, which keeps
@@ -108,11 +112,13 @@ class Stages:
 
   def check(self, name: str, settings, started: bool) -> None:
     """Records the settings of stage `name`; an error if some of its output (`started`) came from others."""
-    # Paths inside the workdir count relative to it, so a moved or copied workdir is still reused.
+    # Paths inside the workdir count relative to it, so a moved or copied workdir is still reused; so do the
+    # shipped LMs' folders relative to the package, which differs from clone to clone.
     settings = json.loads(json.dumps(settings, sort_keys=True, default=str).replace(
         os.path.abspath(self.workdir), "WORKDIR").replace(self.workdir, "WORKDIR"))
     old = self.settings.get(name)
-    changed = [] if old is None else _changed(old, settings)
+    shipped = lambda tree: json.loads(_SHIPPED_PATH.sub("SHIPPED/", json.dumps(tree, sort_keys=True)))
+    changed = [] if old is None else _changed(shipped(old), shipped(settings))
     if started and changed:
       raise ValueError(f"{self.workdir} holds stage {name!r} made with other settings (changed: {changed[:8]}); "
                        f"use another workdir, or delete that stage's output")

@@ -134,6 +134,11 @@ def test_stage_settings_allow_new_fields_at_their_default(tmp_path):
       reproduce.Stages(str(tmp_path)).check("tune", {"seed": 0, "optimizer": changed, "extra": ""}, started=True)
   with pytest.raises(ValueError, match="'extra'"):
     stages.check("tune", {"seed": 0, "optimizer": {"lr": 0.01, "noise": 0.0}, "extra": "x"}, started=True)
+  # A shipped LM's folder is the same LM in any clone of the project; another folder is not.
+  stages.check("lm", {"path": "/one/clone/translator/assets/lms/base"}, started=False)
+  stages.check("lm", {"path": translator.shipped_lm("base")}, started=True)
+  with pytest.raises(ValueError, match="'path'"):
+    stages.check("lm", {"path": "/elsewhere/base"}, started=True)
 
 
 def test_missing_lm_names_the_path_and_the_way_out(tmp_path):
