@@ -110,15 +110,20 @@ class Stages:
       if os.path.exists(path):
         setattr(self, attr, _read_json(path))
 
+  def _portable(self, settings):
+    """Paths inside the workdir relative to it, so a moved or copied workdir is still reused; shipped LMs'
+    folders relative to the package, which differs from clone to clone."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    text = text.replace(os.path.abspath(self.workdir), "WORKDIR").replace(self.workdir, "WORKDIR")
+    return json.loads(_SHIPPED_PATH.sub("SHIPPED/", text))
+
   def check(self, name: str, settings, started: bool) -> None:
     """Records the settings of stage `name`; an error if some of its output (`started`) came from others."""
-    # Paths inside the workdir count relative to it, so a moved or copied workdir is still reused; so do the
-    # shipped LMs' folders relative to the package, which differs from clone to clone.
-    settings = json.loads(json.dumps(settings, sort_keys=True, default=str).replace(
-        os.path.abspath(self.workdir), "WORKDIR").replace(self.workdir, "WORKDIR"))
+    settings = self._portable(settings)
     old = self.settings.get(name)
-    shipped = lambda tree: json.loads(_SHIPPED_PATH.sub("SHIPPED/", json.dumps(tree, sort_keys=True)))
-    changed = [] if old is None else _changed(shipped(old), shipped(settings))
+    if old is not None:
+      old = self._portable(old)  # records written before a path was made portable
+    changed = [] if old is None else _changed(old, settings)
     if started and changed:
       raise ValueError(f"{self.workdir} holds stage {name!r} made with other settings (changed: {changed[:8]}); "
                        f"use another workdir, or delete that stage's output")

@@ -22,7 +22,8 @@ from translator.data import dod
 
 MAIN_SPLIT = "test"
 GROUPS = ("all",) + dod.FAMILIES
-PROMPT_ORDER = ("soft", "gold", "translator", "translator_checked", "inspect", "nearest_token", "zero_shot", "few_shot")
+PROMPT_ORDER = ("soft", "gold", "translator", "translator_checked", "inspect", "nearest_token", "zero_shot",
+                "few_shot")
 METHOD_ORDER = ("translator", "translator_checked", "translator_design", "translator_cross", "inspect", "nearest_token")
 
 

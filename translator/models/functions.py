@@ -114,10 +114,9 @@ def forward_shared_prefix(params: dict, config: DecoderConfig, token_ids: Array,
   x = embed(params, config, token_ids)
   prefix = embedded_prefix.astype(x.dtype)
   model = CausalLM(config, remat=remat)
-  prefix_pos, _ = layout(jnp.zeros((s, 0), bool), p)
-  first = model.apply({"params": params}, prefix, prefix_pos, jnp.ones((s, p), bool), compute_logits=compute_logits,
+  positions, valid = layout(mask, p)  # the prefix's slots are the same in every row
+  first = model.apply({"params": params}, prefix, positions[::n, :p], valid[::n, :p], compute_logits=compute_logits,
                       context=Context.empty(config, s, x.dtype))
-  positions, valid = layout(mask, p)
   rest = model.apply({"params": params}, x, positions[:, p:], valid[:, p:], compute_logits=compute_logits,
                      context=first.context.repeat(n))
   join = lambda a, c: None if a is None else jnp.concatenate([jnp.repeat(a, n, axis=0), c], axis=1)
