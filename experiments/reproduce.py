@@ -237,7 +237,7 @@ def _checked(cfg, workdir, lm, translator_lm, names, prompts, eval_tasks, layout
   hard = lm_eval.lm_generate_fn(lm, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
                                 description="candidates (check)")
   chosen, scores = checked.choose(eval_tasks, options, soft, soft_rows, hard, probe_split=c.probe_split,
-                                  probe_instances=c.probe_instances, agreement=c.agreement)
+                                  probe_instances=c.probe_instances, agreement=c.agreement, consensus=c.consensus)
   summary = checked.summary(scores, options, chosen)
   logging.info("checked translation: %s", {k: round(v, 3) for k, v in summary.items()})
   _write_json(os.path.join(out_dir, "translator_checked_choice.json"),

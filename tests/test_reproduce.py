@@ -73,7 +73,8 @@ def test_results_have_every_method_and_cell(setup):
     hard = json.load(f)
   assert len(hard) == results["translation"]["all"]["translator"]["n_tasks"] + \
       results["novel"]["translation"]["all"]["translator"]["n_tasks"]
-  # The checked translator kept, for every task, a candidate of highest agreement; the greedy text comes first.
+  # The checked translator kept, for every task, a candidate of highest score (agreement + weight x consensus);
+  # the greedy text comes first.
   with open(os.path.join(workdir, "hard_prompts", "translator_checked.json")) as f:
     chosen = json.load(f)
   with open(os.path.join(workdir, "hard_prompts", "translator_checked_choice.json")) as f:
@@ -81,7 +82,8 @@ def test_results_have_every_method_and_cell(setup):
   assert set(chosen) == set(hard) == set(choice["tasks"])
   for name, scores in choice["tasks"].items():
     assert list(scores)[0] == hard[name].strip() and 1 <= len(scores) <= 3  # greedy + up to 2 samples
-    assert scores[chosen[name]] == max(scores.values())
+    total = {c: s["agreement"] + cfg.checked.consensus * s["consensus"] for c, s in scores.items()}
+    assert total[chosen[name]] == max(total.values())
   assert 0.0 <= choice["summary"]["replaced"] <= 1.0
 
 

@@ -193,10 +193,21 @@ def test_checked_translation_keeps_the_candidate_that_behaves_like_the_soft_prom
     chosen, scores = checked.choose(tasks, options, soft_generate, soft, hard_generate, probe_instances=2,
                                     agreement=agreement)
     assert chosen == ["reverse the input", "copy the input"]  # task 1: all tie at 0, the greedy text stays
-    assert scores[0]["reverse the input"] == 1.0 and scores[1] == {c: 0.0 for c in options[1]}
+    assert scores[0]["reverse the input"]["agreement"] == 1.0
+    assert all(s["agreement"] == 0.0 for s in scores[1].values())
   assert seen_prefixes[0].shape == (4, 3, 4)  # each task's soft prompt, once per probe input
   summary = checked.summary(scores, options, chosen)
   assert summary["replaced"] == 0.5 and summary["agreement_chosen"] == 0.5 and summary["agreement_greedy"] == 0.0
+  # Consensus: task 1's candidates all disagree with its soft prompt; the two that share "the input" beat the
+  # greedy "copy it" (mean ROUGE-L 0 to the others), the earlier of them wins; task 0 keeps its best agreement.
+  options = [["copy it", "reverse the input", "upper-case the input"]] * 2
+  chosen, scores = checked.choose(tasks, options, soft_generate, soft, hard_generate, probe_instances=2,
+                                  agreement="exact_match", consensus=0.0)
+  assert chosen == ["reverse the input", "copy it"]
+  chosen, scores = checked.choose(tasks, options, soft_generate, soft, hard_generate, probe_instances=2,
+                                  agreement="exact_match", consensus=1.0)
+  assert chosen == ["reverse the input", "reverse the input"]
+  assert scores[1]["copy it"]["consensus"] == 0.0 and scores[1]["reverse the input"]["consensus"] > 0.0
   with pytest.raises(ValueError, match="no 'test' instances"):
     checked.choose(tasks, options, soft_generate, soft, hard_generate, probe_split="test")
   with pytest.raises(ValueError, match="agreement"):

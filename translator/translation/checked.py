@@ -3,8 +3,13 @@
 The translator writes its greedy text and `samples` sampled ones. Each candidate runs as a hard prompt on the
 source LM over a few inputs of the task (its validation split: inputs only, no gold output is read), next to
 the soft prompt itself on the same LM and inputs; the candidate whose answers agree most with the soft prompt's
-answers is kept (ties: the greedy text, then the earlier sample). The soft prompt is the reference, so the
-check needs neither the instruction nor labels, only the task's unlabeled inputs.
+answers is kept (with `consensus` = 0; see below). The soft prompt is the reference, so the check needs neither the instruction nor labels, only
+the task's unlabeled inputs.
+
+Agreement alone favours odd wordings that happen to behave alike on the probe inputs; `consensus` > 0 adds, times
+that weight, each candidate's mean ROUGE-L to the task's other candidates (minimum-Bayes-risk decoding), which
+favours the wording the translator writes most often. A candidate's score is agreement + consensus * that mean;
+the highest wins (ties: the greedy text, then the earlier sample).
 
 The LM calls are `GenerateFn`s (`lm_eval.lm_generate_fn`): `generate(texts, prefixes=None) -> answers`.
 """
@@ -38,8 +43,9 @@ def candidates(translate: Callable[..., list[str]], prompts: np.ndarray, samples
 
 def choose(tasks: Sequence[dod.Task], options: Sequence[Sequence[str]], soft_generate: lm_eval.GenerateFn,
            soft_prefixes: np.ndarray, hard_generate: lm_eval.GenerateFn, *, probe_split: str = "valid",
-           probe_instances: int = 16, agreement: str = "rouge_l") -> tuple[list[str], list[dict[str, float]]]:
-  """The chosen hard prompt of each task, and each task's {candidate: agreement}.
+           probe_instances: int = 16, agreement: str = "rouge_l",
+           consensus: float = 0.0) -> tuple[list[str], list[dict[str, dict[str, float]]]]:
+  """The chosen hard prompt of each task, and each task's {candidate: {"agreement": a, "consensus": c}}.
 
   soft_prefixes `[T, P, D]`: each task's soft prompt as the source LM reads it (after BOS where tuned so);
   soft_generate reads `[prefix][text]`, hard_generate `[text]`.
@@ -62,17 +68,23 @@ def choose(tasks: Sequence[dod.Task], options: Sequence[Sequence[str]], soft_gen
   answers = iter([lm_eval.normalize(a) for a in hard_generate(hard_texts)])
   chosen, scores = [], []
   for cs, refs in zip(options, references):
-    score = {c: float(np.mean([same(next(answers), r) for r in refs])) for c in cs}
+    score = {c: {"agreement": float(np.mean([same(next(answers), r) for r in refs])),
+                 "consensus": float(np.mean([metrics.rouge_l(c, o) for o in cs if o != c])) if len(cs) > 1 else 0.0}
+             for c in cs}
     scores.append(score)
-    chosen.append(max(cs, key=lambda c, s=score: s[c]))  # max keeps the first of equals: greedy, then draw order
+    # max keeps the first of equals: greedy, then draw order
+    chosen.append(max(cs, key=lambda c, s=score: s[c]["agreement"] + consensus * s[c]["consensus"]))
   return chosen, scores
 
 
-def summary(scores: Sequence[dict[str, float]], options: Sequence[Sequence[str]],
+def summary(scores: Sequence[dict[str, dict[str, float]]], options: Sequence[Sequence[str]],
             chosen: Sequence[str]) -> dict[str, Optional[float]]:
-  """How often the check replaced the greedy text, and the mean agreement of greedy and chosen."""
+  """How often the check replaced the greedy text; the mean agreement and consensus of greedy and chosen."""
   n = len(chosen)
+  mean = lambda pick, key: float(np.mean([s[pick(cs, c)][key] for s, cs, c in zip(scores, options, chosen)]))
   return {"tasks": n, "candidates_mean": float(np.mean([len(c) for c in options])) if n else None,
           "replaced": float(np.mean([c != cs[0] for c, cs in zip(chosen, options)])) if n else None,
-          "agreement_greedy": float(np.mean([s[cs[0]] for s, cs in zip(scores, options)])) if n else None,
-          "agreement_chosen": float(np.mean([s[c] for s, c in zip(scores, chosen)])) if n else None}
+          "agreement_greedy": mean(lambda cs, c: cs[0], "agreement") if n else None,
+          "agreement_chosen": mean(lambda cs, c: c, "agreement") if n else None,
+          "consensus_greedy": mean(lambda cs, c: cs[0], "consensus") if n else None,
+          "consensus_chosen": mean(lambda cs, c: c, "consensus") if n else None}
