@@ -38,6 +38,13 @@ def test_rouge_l_max_over_references():
   np.testing.assert_allclose(metrics.rouge_l_batch(["the cat sat", "x"], [refs, "y"]), [1.0, 0.0])
 
 
+def test_rouge_l_pairwise_is_rouge_l_of_every_pair():
+  texts = ["the cat sat on the mat", "Running dogs!", "the cat the mat", "", "runs dog", "cat dog mat"]
+  pairs = metrics.rouge_l_pairwise(texts)
+  assert pairs.shape == (6, 6)
+  assert pairs.tolist() == [[metrics.rouge_l(a, b) for b in texts] for a in texts]  # bit for bit, both orders
+
+
 def test_max_over_references_is_generic():
   length_gap = lambda p, r: -abs(len(p) - len(r))
   assert metrics.max_over_references(length_gap, "abc", ["a", "abcd", "abcdefg"]) == -1.0

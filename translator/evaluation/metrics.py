@@ -1,6 +1,7 @@
 """Metrics shared by every method (translator, InSPEcT, nearest-token, gold): one implementation each.
 
-  rouge_l        F-measure of ROUGE-L (`rouge-score`, Porter stemming), max over the references
+  rouge_l        F-measure of ROUGE-L (`rouge-score`, Porter stemming), max over the references;
+                 `rouge_l_pairwise` of every pair of a list of texts
   class_scores   recall / precision / F1 of a classification instruction against the task's gold classes
   similarity     cosine of all-MiniLM-L6-v2 sentence embeddings: translator/evaluation/minilm.py
 
@@ -99,6 +100,21 @@ def rouge_l(prediction: str, references: References) -> float:
   0.0
   """
   return max_over_references(_rouge_l_single, prediction, references)
+
+
+def rouge_l_pairwise(texts: Sequence[str]) -> np.ndarray:
+  """`[N, N]` float64: `rouge_l(texts[i], texts[j])` for every pair, each text tokenised once and each pair
+  scored once (ROUGE-L F is symmetric). For N texts that is N tokenisations instead of 2 N^2.
+
+  >>> rouge_l_pairwise(["the cat sat", "a cat sat down", ""]).round(4).tolist()
+  [[1.0, 0.5714, 0.0], [0.5714, 1.0, 0.0], [0.0, 0.0, 0.0]]
+  """
+  tokens = [_ROUGE._tokenizer.tokenize(t) for t in texts]  # pylint: disable=protected-access
+  out = np.zeros((len(texts), len(texts)), np.float64)
+  for i, a in enumerate(tokens):
+    for j in range(i, len(tokens)):
+      out[i, j] = out[j, i] = rouge_scorer._score_lcs(tokens[j], a).fmeasure  # pylint: disable=protected-access
+  return out
 
 
 def rouge_l_batch(predictions: Sequence[str], references: Sequence[References]) -> np.ndarray:

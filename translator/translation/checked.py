@@ -3,8 +3,8 @@
 The translator writes its greedy text and `samples` sampled ones. Each candidate runs as a hard prompt on the
 source LM over a few inputs of the task (its validation split: inputs only, no gold output is read), next to
 the soft prompt itself on the same LM and inputs; the candidate whose answers agree most with the soft prompt's
-answers is kept (with `consensus` = 0; see below). The soft prompt is the reference, so the check needs neither the instruction nor labels, only
-the task's unlabeled inputs.
+answers is kept (with `consensus` = 0; see below). The soft prompt is the reference, so the check needs neither
+the instruction nor labels, only the task's unlabeled inputs.
 
 Agreement alone favours odd wordings that happen to behave alike on the probe inputs; `consensus` > 0 adds, times
 that weight, each candidate's mean ROUGE-L to the task's other candidates (minimum-Bayes-risk decoding), which
@@ -68,9 +68,10 @@ def choose(tasks: Sequence[dod.Task], options: Sequence[Sequence[str]], soft_gen
   answers = iter([lm_eval.normalize(a) for a in hard_generate(hard_texts)])
   chosen, scores = [], []
   for cs, refs in zip(options, references):
+    pairs = metrics.rouge_l_pairwise(cs)
     score = {c: {"agreement": float(np.mean([same(next(answers), r) for r in refs])),
-                 "consensus": float(np.mean([metrics.rouge_l(c, o) for o in cs if o != c])) if len(cs) > 1 else 0.0}
-             for c in cs}
+                 "consensus": float(np.mean(np.delete(pairs[i], i))) if len(cs) > 1 else 0.0}
+             for i, c in enumerate(cs)}
     scores.append(score)
     # max keeps the first of equals: greedy, then draw order
     chosen.append(max(cs, key=lambda c, s=score: s[c]["agreement"] + consensus * s[c]["consensus"]))
