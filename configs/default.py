@@ -94,7 +94,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # candidate scores the agreement (`agreement`: "rouge_l" | "exact_match") of its answers with the soft prompt's
   # own answers there, plus `consensus` times its mean ROUGE-L to the other candidates; the highest is kept. The
   # weight and the 64 samples were chosen on the translator's validation tasks (general ROUGE-L and class recall
-  # rose; agreement alone cost 0.06 ROUGE-L). About 7 min on the default; drop it from c.methods to save them.
+  # rose; agreement alone cost 0.06 ROUGE-L). About 5 min on the default; drop it from c.methods to save them.
   c.checked = ml_collections.ConfigDict(dict(samples=64, temperature=1.0, probe_split="valid", probe_instances=16,
                                              agreement="rouge_l", consensus=2.0, seed=0))
 
