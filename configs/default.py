@@ -1,6 +1,6 @@
 r"""The embedded default: the paper's comparisons on the synthetic world with the project's shipped LMs.
 
-Local (about 28 minutes on a 2-core CPU, plus the install; the README's main command):
+Local (25 to 31 minutes on a 2-core CPU, plus the install; the README's main command):
   python -m experiments.reproduce --config configs/default.py --workdir /tmp/reproduce
 Other LMs of the world (e.g. fresh from launch/build_world.sh):
   python -m experiments.reproduce --config configs/default.py --workdir /tmp/reproduce \
@@ -94,7 +94,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # candidate scores the agreement (`agreement`: "rouge_l" | "exact_match") of its answers with the soft prompt's
   # own answers there, plus `consensus` times its mean ROUGE-L to the other candidates; the highest is kept. The
   # weight and the 128 samples were chosen on the translator's validation tasks (general ROUGE-L 0.57 greedy, 0.62
-  # with 64 samples, 0.67 with 128; agreement alone cost 0.06). About 10 min on the default (5 with samples=64);
+  # with 64 samples, 0.67 with 128; agreement alone cost 0.06). About 11 min on the default (5 with samples=64);
   # drop it from c.methods to save them.
   c.checked = ml_collections.ConfigDict(dict(samples=128, temperature=1.0, probe_split="valid", probe_instances=16,
                                              agreement="rouge_l", consensus=2.0, seed=0))
