@@ -40,6 +40,7 @@ import transformers
 
 import translator
 from translator.models import sampler
+from translator.models.layers import matmul
 
 _BATCH = flags.DEFINE_integer("batch", 8, "Prompts per generate call.")
 _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 32, "Tokens per prompt (no padding).")
@@ -130,7 +131,7 @@ def main(argv):
   @jax.jit
   def head_only(h):
     def body(_, h):
-      return jnp.take(table, sampler.argmax(h @ head), axis=0)
+      return jnp.take(table, sampler.argmax(matmul("bd,dv->bv", h, head)), axis=0)
     return jax.lax.fori_loop(0, n, body, h)
 
   h0 = jnp.ones((b, c.hidden_size), head.dtype)

@@ -1,6 +1,8 @@
 """The Flax decoder is the Hugging Face model: logits and greedy generations of tiny random models of
 every family agree with `transformers` (PyTorch, CPU), with and without an embedded prefix."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,17 @@ def test_cached_and_uncached_decoding_identical(pair):
   uncached = lm.sample(ids, mask=mask, embedded_prefix=prefix, max_new_tokens=NEW_TOKENS, use_cache=False)
   np.testing.assert_array_equal(np.asarray(cached.tokens), np.asarray(uncached.tokens))
   np.testing.assert_array_equal(np.asarray(cached.lengths), np.asarray(uncached.lengths))
+
+
+def test_bfloat16_logits_as_close_to_float32_as_transformers_bfloat16(pair):
+  """In bfloat16 no two implementations agree to the bit; ours must be as near the float32 logits as HF's
+  bfloat16 model is (both round every matmul's float32 sum to bfloat16)."""
+  lm, model = pair
+  ids = _ids()
+  with torch.no_grad():
+    exact = model(torch.tensor(ids)).logits.numpy()
+    theirs = copy.deepcopy(model).to(torch.bfloat16)(torch.tensor(ids)).logits.float().numpy()
+  ours = np.asarray(translator.load_lm(lm.path, dtype="bfloat16").logits(ids), np.float32)
+  their_err, our_err = np.abs(theirs - exact).max(), np.abs(ours - exact).max()
+  assert their_err > 0  # bfloat16 did round
+  assert our_err <= 2 * their_err, (our_err, their_err)

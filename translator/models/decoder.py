@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from translator.models.config import DecoderConfig
 from translator.models.lora import COLLECTION as LORA, LoraConfig
-from translator.models.layers import MLP, Attention, Linear, RMSNorm, _init, softcap
+from translator.models.layers import MLP, Attention, Linear, RMSNorm, _init, matmul, softcap
 
 Array = jax.Array
 
@@ -259,7 +259,7 @@ class CausalLM(nn.Module):
     """Output logits `[..., V]` of final hidden states `[..., D]`, in float32."""
     if self.config.tie_word_embeddings:
       table = self.model.embedding_table()
-      out = jnp.einsum("...d,vd->...v", hidden, table.astype(hidden.dtype))
+      out = matmul("...d,vd->...v", hidden, table.astype(hidden.dtype))
     else:
       out = self.lm_head(hidden)
     return softcap(out.astype(jnp.float32), self.config.final_logit_softcapping)
