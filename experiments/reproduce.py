@@ -16,6 +16,7 @@ pod) every process reads the workdir, so it must be one shared filesystem (NFS, 
   hard_prompts   WORKDIR/hard_prompts/{method}.json   task -> hard prompt, for every evaluated task;
                  inspect_layers.json: InSPEcT's (source, target) layer sweep on training prompts;
                  translator_checked_choice.json: the checked translator's candidates and their agreement
+                 (translator_checked_candidates.json and _answers.jsonl: its work so far, for a resumed run)
   translation    the hard prompts against the instructions (ROUGE-L, MiniLM cosine, class R/P/F1)
   execution      WORKDIR/execution/{prompt}@{model}.json  per-task scores and predictions of every prompt
                  kind (soft on base; gold, methods, zero_shot, few_shot on base and target)
@@ -226,16 +227,28 @@ def soft_generate_fn(cfg, lm, layout, description: str):
 
 def _checked(cfg, workdir, lm, translator_lm, names, prompts, eval_tasks, layout, out_dir):
   """The checked translator's hard prompts (translator/translation/checked.py); its candidates and their
-  agreement go to hard_prompts/translator_checked_choice.json."""
+  agreement go to hard_prompts/translator_checked_choice.json.
+
+  Resumable: the candidates are kept in translator_checked_candidates.json and the candidates' answers on the
+  probe inputs in translator_checked_answers.jsonl as they are made; a rerun reads both and runs only the rest.
+  """
   c = cfg.checked
-  t = translator_of(os.path.join(workdir, "translator", "translator"), translator_lm, cfg, lambda: lm)
   rows = prompts[rows_of(names, eval_tasks)]
-  translate = functools.partial(t.translate, batch_size=cfg.translator.eval_batch_size)
-  options = checked.candidates(translate, rows, c.samples, c.temperature, jax.random.PRNGKey(c.seed))
+  candidates_path = os.path.join(out_dir, "translator_checked_candidates.json")
+  if os.path.exists(candidates_path):
+    saved = _read_json(candidates_path)
+    options = [saved[task.name] for task in eval_tasks]
+    logging.info("checked translation: candidates read from %s", candidates_path)
+  else:
+    t = translator_of(os.path.join(workdir, "translator", "translator"), translator_lm, cfg, lambda: lm)
+    translate = functools.partial(t.translate, batch_size=cfg.translator.eval_batch_size)
+    options = checked.candidates(translate, rows, c.samples, c.temperature, jax.random.PRNGKey(c.seed))
+    _write_json(candidates_path, {task.name: texts for task, texts in zip(eval_tasks, options)})
   soft, bos = soft_generate_fn(cfg, lm, layout, "soft (check)")
   soft_rows = portability.with_bos(rows, bos)
   hard = lm_eval.lm_generate_fn(lm, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
-                                description="candidates (check)")
+                                description="candidates (check)",
+                                answers_path=os.path.join(out_dir, "translator_checked_answers.jsonl"))
   chosen, scores = checked.choose(eval_tasks, options, soft, soft_rows, hard, probe_split=c.probe_split,
                                   probe_instances=c.probe_instances, agreement=c.agreement, consensus=c.consensus)
   summary = checked.summary(scores, options, chosen)

@@ -6,10 +6,13 @@ import os
 
 import flax.linen as nn
 import jax
+import numpy as np
 import pytest
 
 from configs import eval_lms as eval_config
 from experiments import eval_lms
+from tests import fixtures
+import translator
 from translator.data import corpus
 from translator.data import dod
 from translator.data import synthetic
@@ -155,3 +158,26 @@ def test_eval_lms_runs_end_to_end_on_a_tiny_random_llama(tasks, tmp_path):
     assert f.read() == lm_eval.markdown_table({"tiny": {k: result[k] for k in ("summary", "per_task")}})
   with open(os.path.join(workdir, "predictions", "tiny.jsonl")) as f:
     assert len(f.read().splitlines()) == 2 * 2 * 3 * 3
+
+
+def test_an_answers_file_makes_generation_resumable(tasks, tmp_path):
+  """Answers are appended batch by batch; a later call reads them (a line cut short by a crash is skipped and
+  ended) and generates only the prompts not in the file."""
+  tok_dir = str(tmp_path / "tok")
+  tok_lib.train_tokenizer(tok_lib.corpus_texts(tasks), tok_dir)
+  lm = translator.load_lm(fixtures.make_tiny_lm(str(tmp_path / "lm"), tok_dir))
+  prompts = [dod.format_prompt(t.instruction, ins.input) for t in tasks[:3] for ins in t.instances["test"][:3]]
+  kwargs = dict(batch_size=4, max_new_tokens=5)
+  plain = lm_eval.lm_generate_fn(lm, **kwargs)(prompts)
+  path = str(tmp_path / "answers.jsonl")
+  assert lm_eval.lm_generate_fn(lm, answers_path=path, **kwargs)(prompts) == plain
+  assert lm_eval.read_answers(path) == dict(zip(prompts, plain))
+
+  # A stopped run: the file holds a planted answer for the first prompt and a line cut short.
+  with open(path, "w") as f:
+    f.write(json.dumps({"prompt": prompts[0], "answer": "PLANTED"}) + "\n" + '{"prompt": "cut sh')
+  again = lm_eval.lm_generate_fn(lm, answers_path=path, **kwargs)(prompts)
+  assert again == ["PLANTED"] + plain[1:]
+  assert lm_eval.read_answers(path) == dict(zip(prompts, again))
+  with pytest.raises(ValueError, match="without prefixes"):
+    lm_eval.lm_generate_fn(lm, answers_path=path, **kwargs)(prompts[:1], np.zeros((1, 2, lm.config.hidden_size)))

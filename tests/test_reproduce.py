@@ -98,6 +98,31 @@ def test_a_rerun_reuses_every_stage(setup):
   assert again["translation"] == results["translation"] and again["execution"] == results["execution"]
 
 
+def test_an_interrupted_checked_translation_resumes_from_its_candidates_and_answers(setup):
+  """Checked translation keeps its candidates and their answers as it goes: a run stopped in the middle of the
+  answers reuses the candidates and the answers made, generates the rest and chooses the same prompts."""
+  cfg, workdir, _ = setup
+  out = os.path.join(workdir, "hard_prompts")
+  paths = {name: os.path.join(out, f"translator_checked{name}") for name in (
+      ".json", "_choice.json", "_candidates.json", "_answers.jsonl")}
+  with open(paths[".json"]) as f:
+    chosen = json.load(f)
+  with open(paths["_answers.jsonl"]) as f:
+    lines = f.read().splitlines()
+  candidates_stamp = os.path.getmtime(paths["_candidates.json"])
+  os.remove(paths[".json"])
+  os.remove(paths["_choice.json"])
+  with open(paths["_answers.jsonl"], "w") as f:  # stopped half way, in the middle of a line
+    f.write("\n".join(lines[:len(lines) // 2]) + "\n" + lines[len(lines) // 2][:10])
+  reproduce.run(cfg, workdir)
+  with open(paths[".json"]) as f:
+    assert json.load(f) == chosen
+  assert os.path.getmtime(paths["_candidates.json"]) == candidates_stamp
+  with open(paths["_answers.jsonl"]) as f:
+    assert len([line for line in f.read().splitlines() if line.startswith("{") and line.endswith("}")]) == \
+        len(lines)
+
+
 def test_a_removed_ablation_is_trained_and_derived_anew(setup):
   """An ablation's hard prompts and scores live in its folder: removing the folder retrains the translator and
   derives both from it, rather than scoring the hard prompts of the translator that was removed."""

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import logging
+import os
 import time
 import zlib
 from typing import Callable, Mapping, Optional, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -203,9 +206,24 @@ def markdown_table(results: Mapping[str, Mapping]) -> str:
 # Generation with an LM.
 
 
+def read_answers(path: str) -> dict[str, str]:
+  """The {prompt: answer} lines of an answer file (`lm_generate_fn`'s `answers_path`); {} when there is none.
+  A line cut short (the run stopped while writing it) is skipped."""
+  answers = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        answers[row["prompt"]] = row["answer"]
+  return answers
+
+
 def lm_generate_fn(lm, *, batch_size: int = 64, max_new_tokens: int = 24, length_multiple: int = 32,
                    stop_at_newline: bool = True, log_every_s: float = 30.0, add_bos: bool = True,
-                   description: str = "") -> GenerateFn:
+                   description: str = "", answers_path: Optional[str] = None) -> GenerateFn:
   """Greedy generation with `lm` (a `translator.LM` with a tokenizer) as a `GenerateFn`.
 
   The function is `generate(prompts, prefixes=None)`: with `prefixes` `[N, P, D]` (soft prompts, in the
@@ -214,6 +232,11 @@ def lm_generate_fn(lm, *, batch_size: int = 64, max_new_tokens: int = 24, length
   next multiple of `length_multiple` (the last batch filled with copies of its first prompt), so the
   sampler compiles once per length bucket. With `stop_at_newline`, a row also stops at the newline token
   (the answer ends there; this only saves time). Texts are decoded up to the first stop token.
+
+  answers_path: a JSON-lines file that makes a long call resumable: each batch's answers are appended to it as
+  they are made (by process 0), and prompts already in it are answered from it (calls without prefixes only).
+  The prompts left are batched as above, so a resumed call may batch them differently from an uninterrupted
+  one: the same answers up to float rounding in the padded rows.
   """
   if lm.tokenizer is None:
     raise ValueError(f"the LM at {lm.path} has no tokenizer; it cannot be evaluated on texts")
@@ -229,9 +252,24 @@ def lm_generate_fn(lm, *, batch_size: int = 64, max_new_tokens: int = 24, length
       prefixes = np.asarray(prefixes)
       if prefixes.ndim != 3 or len(prefixes) != len(prompts) or prefixes.shape[2] != lm.config.hidden_size:
         raise ValueError(f"prefixes must be [N={len(prompts)}, P, D={lm.config.hidden_size}], got {prefixes.shape}")
-    lengths = [len(lm.tokenizer.encode(p, add_special_tokens=False)) + bos for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     out: list[Optional[str]] = [None] * len(prompts)
+    todo = range(len(prompts))
+    if answers_path is not None:
+      if prefixes is not None:
+        raise ValueError("answers_path is for prompts without prefixes (the file is keyed by prompt)")
+      saved = read_answers(answers_path)
+      if jax.process_index() == 0 and os.path.exists(answers_path) and os.path.getsize(answers_path):
+        with open(answers_path, "rb+") as f:  # end a line cut short, so that appended lines stay whole
+          f.seek(-1, os.SEEK_END)
+          if f.read(1) != b"\n":
+            f.write(b"\n")
+      out = [saved.get(p) for p in prompts]
+      todo = [i for i, answer in enumerate(out) if answer is None]
+      if len(todo) < len(prompts):
+        logging.info("%s: %d of %d answers read from %s", description, len(prompts) - len(todo), len(prompts),
+                     answers_path)
+    lengths = {i: len(lm.tokenizer.encode(prompts[i], add_special_tokens=False)) + bos for i in todo}
+    order = sorted(todo, key=lambda i: lengths[i])
     start_time = last_log = time.perf_counter()
     for start in range(0, len(order), batch_size):
       chunk = order[start:start + batch_size]
@@ -248,6 +286,9 @@ def lm_generate_fn(lm, *, batch_size: int = 64, max_new_tokens: int = 24, length
         row = new[j].tolist()
         cut = next((k for k, tok in enumerate(row) if tok in stop_ids), len(row))
         out[i] = lm.tokenizer.decode(row[:cut], skip_special_tokens=True)
+      if answers_path is not None and jax.process_index() == 0:
+        with open(answers_path, "a") as f:
+          f.writelines(json.dumps({"prompt": prompts[i], "answer": out[i]}) + "\n" for i in chunk)
       now = time.perf_counter()
       done = start + len(chunk)
       if now - last_log >= log_every_s or done == len(order):
