@@ -9,9 +9,11 @@ both always produce every token; the script checks that the two agree token for 
 Our first call (jit compilation + one run) is timed separately; then `--reps` runs of each are interleaved
 (ours, HF, ours, HF, ...) so that machine noise hits both, and the medians are compared. Run it on an idle
 machine: other jobs on the cores slow PyTorch's OpenMP threads far more than XLA (HF runs then vary 10-50x);
-the ratio of the best runs is printed as well. A floor is printed too: the same number of steps of the LM head
-alone (matmul, argmax, next embedding) in a jitted loop, which every greedy decoder on these weights must run;
-HF's time over it bounds the ratio any implementation can reach on this machine.
+the ratio of the best runs is printed as well. Two floors are printed too, each the same number of steps in the
+same kind of jitted loop: the LM head alone (matmul, argmax, next embedding), and every matmul of the model
+(each layer's seven projections, then the head, argmax and embedding) with nothing else: no attention over the
+cache, norms, RoPE or cache updates. HF's time over a floor bounds the ratio any decoder of these float32 weights
+can reach on this machine with XLA's matmuls.
 
   python -m benchmarks.generate            # from the repo root; or: python benchmarks/generate.py
   python -m benchmarks.generate --batch=1 --new_tokens=128 --reps=3
@@ -39,6 +41,7 @@ import torch
 import transformers
 
 import translator
+from translator.models import functions as F
 from translator.models import sampler
 from translator.models.layers import matmul
 
@@ -122,24 +125,41 @@ def main(argv):
   print(f"ours: first call {first:.2f}s (compile ~{first - ours_s:.2f}s); runs "
         f"{' '.join(f'{s:.3f}' for s in our_times)} s; {ours_s / n * 1e3:.2f} ms per new token")
   print(f"hf:   runs {' '.join(f'{s:.3f}' for s in hf_times)} s; {hf_s / n * 1e3:.2f} ms per new token")
-  # The floor of any greedy decoder on these weights: n steps of the LM head (one [B, D] x [D, V] matmul,
-  # memory-bound on the CPU), the argmax and the next token's embedding, in the same kind of jitted loop.
+  # The floors of any greedy decoder on these weights: n steps of the LM head (one [B, D] x [D, V] matmul,
+  # memory-bound on the CPU), the argmax and the next token's embedding; then the same after every projection
+  # of every layer (the weights a step must read), in the same kind of jitted loop, with nothing else.
   head = lm.params["lm_head"]["kernel"] if "lm_head" in lm.params else lm.params["model"]["embed_tokens"][
       "embedding"].T
   table = lm.params["model"]["embed_tokens"]["embedding"]
+  layers = F.split_layers(lm.params, c)["model"]["layers"]
 
-  @jax.jit
-  def head_only(h):
-    def body(_, h):
-      return jnp.take(table, sampler.argmax(matmul("bd,dv->bv", h, head)), axis=0)
-    return jax.lax.fori_loop(0, n, body, h)
+  def projections(h):
+    for layer in layers:
+      a, m = layer["self_attn"], layer["mlp"]
+      qkv = sum(matmul("bd,de->be", h, a[k]["kernel"]) for k in ("q_proj", "k_proj", "v_proj"))
+      h = h + matmul("bd,de->be", qkv, a["o_proj"]["kernel"])
+      up = matmul("bd,df->bf", h, m["gate_proj"]["kernel"]) * matmul("bd,df->bf", h, m["up_proj"]["kernel"])
+      h = h + matmul("bf,fd->bd", up, m["down_proj"]["kernel"])
+    return h
 
-  h0 = jnp.ones((b, c.hidden_size), head.dtype)
-  jax.block_until_ready(head_only(h0))
-  head_s = statistics.median(timed(lambda: jax.block_until_ready(head_only(h0)))[0] for _ in range(_REPS.value))
+  def floor(layers_too: bool):
+    @jax.jit
+    def loop(h):
+      def body(_, h):
+        h = projections(h) if layers_too else h
+        return jnp.take(table, sampler.argmax(matmul("bd,dv->bv", h, head)), axis=0)
+      return jax.lax.fori_loop(0, n, body, h)
+    h0 = jnp.ones((b, c.hidden_size), head.dtype)
+    jax.block_until_ready(loop(h0))
+    return statistics.median(timed(lambda: jax.block_until_ready(loop(h0)))[0] for _ in range(_REPS.value))
+
+  head_s, matmuls_s = floor(False), floor(True)
   print(f"floor: the LM head, argmax and embedding alone take {head_s:.3f} s for {n} steps "
         f"({head_s / n * 1e3:.2f} ms per token), {head_s / ours_s:.0%} of ours; a decoder doing nothing else "
         f"would be {hf_s / head_s:.2f}x hf")
+  print(f"floor: every matmul of the model (7 per layer and the head), argmax and embedding alone take "
+        f"{matmuls_s:.3f} s ({matmuls_s / n * 1e3:.2f} ms per token), {matmuls_s / ours_s:.0%} of ours; a decoder "
+        f"doing nothing else would be {hf_s / matmuls_s:.2f}x hf")
   ours_tps, hf_tps = b * n / ours_s, b * n / hf_s
   best_ratio = min(hf_times) / min(our_times)
   peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB.
