@@ -4,6 +4,7 @@ import doctest
 
 import numpy as np
 import pytest
+from rouge_score import rouge_scorer
 
 from translator.evaluation import metrics
 
@@ -135,3 +136,13 @@ def test_aggregate_is_the_mean_over_tasks():
   assert mean == pytest.approx({"recall": 0.5, "precision": 0.5, "f1": 0.5})
   with pytest.raises(ValueError, match="2 predictions but 3"):
     metrics.class_scores_batch(predictions[:2], classes)
+
+
+def test_lcs_fmeasure_is_rouge_scores_bit_for_bit():
+  """The bit-parallel LCS against rouge-score's own table on random token lists with many repeats."""
+  rng = np.random.default_rng(0)
+  for _ in range(3000):
+    a, b = (list(rng.choice(list("abcdef"), size=rng.integers(0, 25))) for _ in range(2))
+    assert metrics.lcs_length(a, b) == rouge_scorer._lcs_table(a, b)[-1][-1]  # pylint: disable=protected-access
+    assert metrics.lcs_fmeasure(a, b) == rouge_scorer._score_lcs(a, b).fmeasure  # pylint: disable=protected-access
+  assert metrics.lcs_length(list("x" * 100), list("x" * 70)) == 70  # beyond one machine word

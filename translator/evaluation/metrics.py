@@ -113,8 +113,33 @@ def rouge_l_pairwise(texts: Sequence[str]) -> np.ndarray:
   out = np.zeros((len(texts), len(texts)), np.float64)
   for i, a in enumerate(tokens):
     for j in range(i, len(tokens)):
-      out[i, j] = out[j, i] = rouge_scorer._score_lcs(tokens[j], a).fmeasure  # pylint: disable=protected-access
+      out[i, j] = out[j, i] = lcs_fmeasure(tokens[j], a)
   return out
+
+
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+  """Length of the longest common subsequence of two token lists, bit-parallel (Hyyro 2004): one pass over `b`
+  with `len(a)`-bit integers, about 10x faster in Python than the table rouge-score fills."""
+  if not a or not b:
+    return 0
+  masks: dict[str, int] = {}
+  for i, token in enumerate(a):
+    masks[token] = masks.get(token, 0) | (1 << i)
+  full = (1 << len(a)) - 1
+  v = full
+  for token in b:
+    u = v & masks.get(token, 0)
+    v = ((v + u) | (v - u)) & full
+  return len(a) - bin(v).count("1")
+
+
+def lcs_fmeasure(target: Sequence[str], prediction: Sequence[str]) -> float:
+  """`rouge_scorer._score_lcs(target, prediction).fmeasure` of rouge-score, bit for bit, with `lcs_length`."""
+  if not target or not prediction:
+    return 0.0
+  lcs = lcs_length(target, prediction)
+  precision, recall = lcs / len(prediction), lcs / len(target)
+  return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def rouge_l_batch(predictions: Sequence[str], references: Sequence[References]) -> np.ndarray:
