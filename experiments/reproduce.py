@@ -225,7 +225,7 @@ def soft_generate_fn(cfg, lm, layout, description: str):
   return generate, bos
 
 
-def _checked(cfg, workdir, lm, translator_lm, names, prompts, eval_tasks, layout, out_dir):
+def _checked(cfg, lm, load_translator, names, prompts, eval_tasks, layout, out_dir):
   """The checked translator's hard prompts (translator/translation/checked.py); its candidates and their
   agreement go to hard_prompts/translator_checked_choice.json.
 
@@ -240,8 +240,7 @@ def _checked(cfg, workdir, lm, translator_lm, names, prompts, eval_tasks, layout
     options = [saved[task.name] for task in eval_tasks]
     logging.info("checked translation: candidates read from %s", candidates_path)
   else:
-    t = translator_of(os.path.join(workdir, "translator", "translator"), translator_lm, cfg, lambda: lm)
-    translate = functools.partial(t.translate, batch_size=cfg.translator.eval_batch_size)
+    translate = functools.partial(load_translator().translate, batch_size=cfg.translator.eval_batch_size)
     options = checked.candidates(translate, rows, c.samples, c.temperature, jax.random.PRNGKey(c.seed))
     _write_json(candidates_path, {task.name: texts for task, texts in zip(eval_tasks, options)})
   soft, bos = soft_generate_fn(cfg, lm, layout, "soft (check)")
@@ -264,6 +263,8 @@ def hard_prompts_stage(cfg, workdir, base_lm_fn, names, prompts, tasks_by_name, 
   the path of the translator's decoder."""
   out_dir = os.path.join(workdir, "hard_prompts")
   eval_rows = rows_of(names, eval_tasks)
+  load_translator = functools.cache(  # loaded once for both translator methods
+      lambda: translator_of(os.path.join(workdir, "translator", "translator"), translator_lm, cfg, base_lm_fn))
   for method in methods:
     path = os.path.join(out_dir, f"{method}.json")
     if os.path.exists(path):
@@ -272,10 +273,9 @@ def hard_prompts_stage(cfg, workdir, base_lm_fn, names, prompts, tasks_by_name, 
     start = time.perf_counter()
     lm = base_lm_fn()
     if method == "translator":
-      t = translator_of(os.path.join(workdir, "translator", "translator"), translator_lm, cfg, base_lm_fn)
-      texts = t.translate(prompts[eval_rows], batch_size=cfg.translator.eval_batch_size)
+      texts = load_translator().translate(prompts[eval_rows], batch_size=cfg.translator.eval_batch_size)
     elif method == "translator_checked":
-      texts = _checked(cfg, workdir, lm, translator_lm, names, prompts, eval_tasks, layout, out_dir)
+      texts = _checked(cfg, lm, load_translator, names, prompts, eval_tasks, layout, out_dir)
     elif method == "nearest_token":
       texts = nearest_token.project(lm, prompts[eval_rows], exclude_special=cfg.nearest_token.exclude_special).texts
     elif method == "inspect":
