@@ -119,7 +119,7 @@ def rouge_l_pairwise(texts: Sequence[str]) -> np.ndarray:
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
   """Length of the longest common subsequence of two token lists, bit-parallel (Hyyro 2004): one pass over `b`
-  with `len(a)`-bit integers, about 10x faster in Python than the table rouge-score fills."""
+  with `len(a)`-bit integers instead of rouge-score's table (the default's consensus matrices 4.8x faster)."""
   if not a or not b:
     return 0
   masks: dict[str, int] = {}
