@@ -1,6 +1,6 @@
 r"""The embedded default: the paper's comparisons on the synthetic world with the project's shipped LMs.
 
-Local (25 to 31 minutes on a 2-core CPU, plus the install; the README's main command):
+Local (24 to 31 minutes on a 2-core CPU, plus the install; the README's main command):
   python -m experiments.reproduce --config configs/default.py --workdir /tmp/reproduce
 Other LMs of the world (e.g. fresh from launch/build_world.sh):
   python -m experiments.reproduce --config configs/default.py --workdir /tmp/reproduce \
