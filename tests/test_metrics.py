@@ -146,3 +146,9 @@ def test_lcs_fmeasure_is_rouge_scores_bit_for_bit():
     assert metrics.lcs_length(a, b) == rouge_scorer._lcs_table(a, b)[-1][-1]  # pylint: disable=protected-access
     assert metrics.lcs_fmeasure(a, b) == rouge_scorer._score_lcs(a, b).fmeasure  # pylint: disable=protected-access
   assert metrics.lcs_length(list("x" * 100), list("x" * 70)) == 70  # beyond one machine word
+  scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+  texts = ["The cat sat on the mat.", "cats sitting; a mat", "", "Return the first word, then the LAST word!",
+           "return the last words then the first", "x y x y x", "y x y"]
+  for p in texts:
+    for r in texts:
+      assert metrics.rouge_l(p, r) == scorer.score(r, p)["rougeL"].fmeasure  # strings, through the tokenizer

@@ -83,8 +83,13 @@ def max_over_references(metric: Callable[[str, str], float], prediction: str,
 # ROUGE-L.
 
 
+def _tokens(text: str) -> list[str]:
+  """rouge-score's tokens of `text`: lower-cased [a-z0-9] words, Porter-stemmed."""
+  return _ROUGE._tokenizer.tokenize(text)  # pylint: disable=protected-access
+
+
 def _rouge_l_single(prediction: str, reference: str) -> float:
-  return _ROUGE.score(reference, prediction)["rougeL"].fmeasure  # score(target, prediction)
+  return lcs_fmeasure(_tokens(reference), _tokens(prediction))  # rouge-score's score(target, prediction)
 
 
 def rouge_l(prediction: str, references: References) -> float:
@@ -109,7 +114,7 @@ def rouge_l_pairwise(texts: Sequence[str]) -> np.ndarray:
   >>> rouge_l_pairwise(["the cat sat", "a cat sat down", ""]).round(4).tolist()
   [[1.0, 0.5714, 0.0], [0.5714, 1.0, 0.0], [0.0, 0.0, 0.0]]
   """
-  tokens = [_ROUGE._tokenizer.tokenize(t) for t in texts]  # pylint: disable=protected-access
+  tokens = [_tokens(t) for t in texts]
   out = np.zeros((len(texts), len(texts)), np.float64)
   for i, a in enumerate(tokens):
     for j in range(i, len(tokens)):
