@@ -303,7 +303,11 @@ def test_a_server_that_never_answers_raises_a_timeout_and_caches_nothing(tmp_pat
 def test_a_400_is_not_retried_and_exhausted_5xx_name_the_attempts(tmp_path, monkeypatch):
   monkeypatch.setenv(KEY_ENV, KEY)
 
+  both_sent = threading.Barrier(2, timeout=10)
+
   def bad_request(handler, index, body):
+    # Answer once both prompts are in flight: an early 400 would cancel the second before it is sent.
+    both_sent.wait()
     _send_json(handler, 400, {"error": {"message": f"unknown parameter; your key {KEY} is fine"}})
 
   with fake_server(bad_request) as (url, calls):
